@@ -1,0 +1,1 @@
+"""PyTorch side of digitpipe: datasets, models, the training loop and checkpoints."""

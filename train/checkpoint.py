@@ -1,0 +1,49 @@
+"""Checkpoints: plain dicts of tensors and primitives, safe to load with weights_only=True."""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import torch
+
+from train.files import atomic_write_bytes
+from train.models import ModelConfig, build_model
+
+FORMAT = "digitpipe-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save(path: Path, payload: dict) -> str:
+    """Write atomically; return the sha256 of the written bytes."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(Path(path), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint (train one with `make train`)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a digitpipe checkpoint")
+    return ckpt
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
+    model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model_state"])
+    return model.eval()

@@ -1,0 +1,208 @@
+"""The training loop: epochs, validation, best-on-validation and resumable checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from train import checkpoint
+from train.augment import augment_digits
+from train.data import Split, batches, load_dataset, normalize, split_validation, subset
+from train.datasets import DatasetSpec, get_spec
+from train.files import atomic_write_bytes
+from train.models import ModelConfig, build_model
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "mnist"
+    arch: str = "digitnet"
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 4e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.05
+    augment: bool = True
+    val_size: int = 5000
+    train_subset: int = 0  # 0 = all; small numbers make quick test runs
+    test_subset: int = 0
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str = "data"
+    out: str = "artifacts/digits.pt"
+    run_dir: str = "artifacts/runs/digits"
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)}, AMP on)"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, split: Split, spec: DatasetSpec, device, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for every image of a split, in order."""
+    model.eval()
+    out = []
+    for images, _ in batches(split, batch_size):
+        x = normalize(images.to(device), spec).contiguous(memory_format=torch.channels_last)
+        out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, len(spec.labels))
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(1) == labels.cpu()).float().mean().item() if len(labels) else float("nan")
+
+
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    index = labels.cpu() * num_classes + preds.cpu()
+    return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def class_report(logits: torch.Tensor, labels: torch.Tensor, class_names) -> dict:
+    cm = confusion_matrix(logits.argmax(1), labels, len(class_names))
+    per_class = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
+    return {"per_class_accuracy": dict(zip(class_names, per_class)), "confusion_matrix": cm.tolist()}
+
+
+def run(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
+    """Train per cfg; write the best checkpoint to cfg.out and metrics to cfg.run_dir."""
+    spec = get_spec(cfg.dataset)
+    device = pick_device(cfg.device)
+    run_dir = Path(cfg.run_dir)
+    last_path = run_dir / "last.pt"
+    torch.manual_seed(cfg.seed)
+    log(f"device: {describe_device(device)}")
+
+    full_train, test = load_dataset(spec, Path(cfg.data_dir), log=log)
+    train, val = split_validation(full_train, cfg.val_size, cfg.seed)
+    train, test = subset(train, cfg.train_subset), subset(test, cfg.test_subset)
+    train, val, test = train.to(device), val.to(device), test.to(device)
+    log(f"data: {len(train)} train / {len(val)} validation / {len(test)} test images")
+
+    model_cfg = ModelConfig(cfg.arch, in_channels=spec.channels, num_classes=len(spec.labels), input_size=spec.size)
+    model = build_model(model_cfg).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
+    )
+    use_amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+
+    start_epoch, best_val, history = 1, -1.0, []
+    if resume:
+        state = checkpoint.load(last_path)
+        if state["train_config"] != asdict(cfg):
+            raise ValueError(f"{last_path} was written with other settings; resume with the same arguments")
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        scheduler.load_state_dict(state["scheduler_state"])
+        scaler.load_state_dict(state["scaler_state"])
+        shuffle.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        start_epoch, best_val, history = state["epoch"] + 1, state["best_val"], state["history"]
+        log(f"resuming after epoch {state['epoch']} (best validation {best_val:.4f})")
+
+    t0 = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        model.train()
+        total_loss, seen = 0.0, 0
+        bar = tqdm(batches(train, cfg.batch_size, shuffle), total=steps_per_epoch,
+                   desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, mininterval=1.0)
+        for images, labels in bar:
+            x = images.float() / 255.0
+            if cfg.augment:
+                x = augment_digits(x)
+            x = normalize(x, spec).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = F.cross_entropy(model(x), labels, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch}; try a lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += loss.item() * len(labels)
+            seen += len(labels)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+        val_logits = predict(model, val, spec, device)
+        val_acc = accuracy(val_logits, val.labels)
+        val_loss = F.cross_entropy(val_logits, val.labels.cpu()).item()
+        elapsed = time.perf_counter() - t0
+        history.append({"epoch": epoch, "train_loss": total_loss / max(seen, 1), "val_loss": val_loss,
+                        "val_acc": val_acc, "lr": scheduler.get_last_lr()[0], "elapsed_s": elapsed})
+        improved = val_acc > best_val
+        if improved:
+            best_val = val_acc
+            checkpoint.save(Path(cfg.out), _model_payload(model, model_cfg, spec, cfg, epoch, val_acc))
+        log(f"epoch {epoch}/{cfg.epochs}: loss {total_loss / max(seen, 1):.4f}  val acc {val_acc:.4f}"
+            f"{'  (best, saved)' if improved else ''}  [{elapsed:.0f} s]")
+        checkpoint.save(last_path, {
+            "train_config": asdict(cfg), "epoch": epoch, "best_val": best_val, "history": history,
+            "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict(), "scaler_state": scaler.state_dict(),
+            "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+        })
+        _write_json(run_dir / "metrics.json", {"config": asdict(cfg), "history": history})
+
+    return _finish(cfg, spec, test, device, history, log)
+
+
+def _finish(cfg: TrainConfig, spec: DatasetSpec, test: Split, device, history: list, log) -> dict:
+    """Score the best checkpoint on the test set and record it in the checkpoint itself."""
+    best = checkpoint.load(Path(cfg.out))
+    model = checkpoint.model_from_checkpoint(best).to(device).to(memory_format=torch.channels_last)
+    logits = predict(model, test, spec, device)
+    test_acc = accuracy(logits, test.labels)
+    report = class_report(logits, test.labels, spec.labels)
+    best["metrics"].update(test_acc=test_acc, test_images=len(test), train_time_s=history[-1]["elapsed_s"])
+    checkpoint.save(Path(cfg.out), {k: v for k, v in best.items() if k != "format"})
+    summary = {"config": asdict(cfg), "history": history, "best_epoch": best["metrics"]["epoch"],
+               "val_acc": best["metrics"]["val_acc"], "test_acc": test_acc,
+               "train_time_s": history[-1]["elapsed_s"], **report}
+    _write_json(Path(cfg.run_dir) / "metrics.json", summary)
+    log(f"test accuracy {test_acc:.4f} on {len(test)} images (best epoch {summary['best_epoch']}, "
+        f"{summary['train_time_s']:.0f} s of training) -> {cfg.out}")
+    return summary
+
+
+def _model_payload(model, model_cfg: ModelConfig, spec: DatasetSpec, cfg: TrainConfig, epoch: int, val_acc: float) -> dict:
+    state = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu()
+             for k, v in model.state_dict().items()}
+    return {
+        "model_state": state,
+        "model_config": model_cfg.to_dict(),
+        "dataset": spec.to_dict(),
+        "train_config": asdict(cfg),
+        "metrics": {"epoch": epoch, "val_acc": val_acc},
+        "torch_version": str(torch.__version__),
+    }
+
+
+def _write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
