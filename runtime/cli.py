@@ -1,0 +1,192 @@
+"""run-digit: read digits from images, a video file or a camera with an ONNX model.
+
+Exit codes: 0 every input was read; 1 some inputs could not be read (the rest were);
+2 usage or model error (nothing was read).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import cv2
+
+from runtime.errors import InputError, ModelError
+from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader, Reading
+
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_MODEL = "artifacts/digits.onnx"
+KEY_QUIT = {ord("q"), 27}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run-digit", description="Read digits with an ONNX model from images, a video file or a camera.",
+        epilog="exit codes: 0 all inputs read, 1 some inputs failed (the rest were read), 2 usage or model error",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", nargs="+", metavar="PATH", help="image files or folders of images")
+    src.add_argument("--video", metavar="FILE", help="a video file")
+    src.add_argument("--camera", type=int, metavar="INDEX", help="a camera index (0 is the first camera)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="ONNX file written by `make export`")
+    g.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "opencv"])
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto uses CUDA through onnxruntime when a GPU is present")
+    g = p.add_argument_group("reading")
+    g.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+                   help="digits below this softmax confidence are not reported")
+    g.add_argument("--single", action="store_true", help="read only the most prominent digit")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help="one JSON object per image or frame on stdout")
+    g.add_argument("--speak", action="store_true", help="say the reading aloud (pyttsx3 / espeak-ng)")
+    g.add_argument("--no-window", action="store_true", help="never open a window (none opens without a display)")
+    g.add_argument("--delay", type=int, default=0, metavar="MS",
+                   help="with a window, show each image this long (0 = until a key is pressed)")
+    return p
+
+
+class Output:
+    """Readable lines, or JSON lines (results on stdout, errors also on stderr)."""
+
+    def __init__(self, json_lines: bool):
+        self.json_lines = json_lines
+
+    def result(self, source: str, reading: Reading, **extra) -> None:
+        if self.json_lines:
+            print(json.dumps({"source": source, **extra, **reading.to_dict()}), flush=True)
+        else:
+            detail = ", ".join(f"{d.label} {d.confidence:.1%}" for d in reading.digits)
+            print(f"{source}: {reading.text or 'no digit'}" + (f"  ({detail})" if detail else ""), flush=True)
+
+    def error(self, source: str, message: str) -> None:
+        if self.json_lines:
+            print(json.dumps({"source": source, "error": message}), flush=True)
+        print(f"run-digit: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not 0.0 <= args.min_confidence <= 1.0:
+        print("run-digit: error: --min-confidence must be between 0 and 1", file=sys.stderr)
+        return EXIT_USAGE
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages, not OpenCV's
+    try:
+        from runtime.model import Model
+
+        model = Model(args.model, args.backend, args.device)
+    except ModelError as exc:
+        print(f"run-digit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    reader = DigitReader(model, args.min_confidence, args.single)
+    out = Output(args.json)
+    window = _open_window(args)
+    try:
+        if args.image:
+            return read_images(args.image, reader, out, window, args)
+        return read_stream(args, reader, out, window)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return EXIT_OK
+    finally:
+        if window is not None:
+            window.close()
+
+
+def _open_window(args):
+    from runtime.display import Window, display_available
+
+    if args.no_window or not display_available():
+        return None
+    try:
+        return Window()
+    except cv2.error as exc:
+        print(f"run-digit: warning: no window ({str(exc).strip().splitlines()[-1]})", file=sys.stderr)
+        return None
+
+
+def read_images(paths: list[str], reader: DigitReader, out: Output, window, args) -> int:
+    from runtime.imageio import read_image
+    from runtime.sources import expand_paths
+
+    speaker = _speaker(args, threaded=False)
+    failed = 0
+    for name, path in expand_paths(paths):
+        try:
+            if isinstance(path, InputError):
+                raise path
+            image = read_image(path)
+        except InputError as exc:
+            out.error(name, str(exc))
+            failed += 1
+            continue
+        reading = reader.read(image)
+        out.result(name, reading)
+        if speaker:
+            speaker.say(reading.text)
+        if window is not None:
+            from runtime.display import annotate
+
+            if window.show(annotate(image, reading), args.delay) in KEY_QUIT:
+                window.close()
+                window = None
+    return EXIT_INPUT_FAILED if failed else EXIT_OK
+
+
+def read_stream(args, reader: DigitReader, out: Output, window) -> int:
+    from runtime.display import annotate
+    from runtime.sources import open_camera, open_video
+    from runtime.speech import SpeakOnChange
+
+    try:
+        source = open_camera(args.camera) if args.video is None else open_video(args.video)
+    except InputError as exc:
+        out.error(args.video or f"camera {args.camera}", str(exc))
+        return EXIT_INPUT_FAILED
+    speech = _speaker(args, threaded=True)
+    on_change = SpeakOnChange(speech.say) if speech else None
+    last_text, fps, t_prev = None, 0.0, time.perf_counter()
+    for index, frame in enumerate(source):
+        reading = reader.read(frame)
+        now = time.perf_counter()
+        fps = 0.9 * fps + 0.1 / max(now - t_prev, 1e-6) if index else 0.0
+        t_prev = now
+        if args.json:
+            out.result(source.name, reading, frame=index)
+        elif reading.text != last_text:
+            out.result(f"{source.name} frame {index}", reading)
+        last_text = reading.text
+        if on_change:
+            on_change.update(reading.text)
+        if window is not None:
+            status = f"{fps:.0f} FPS  infer {reading.ms['infer']:.2f} ms"
+            key = window.show(annotate(frame, reading, status), 1)
+            if key in KEY_QUIT or window.closed():
+                break
+            if key == ord(" "):
+                while window.show(annotate(frame, reading, status + "  (paused)"), 100) not in KEY_QUIT | {ord(" ")}:
+                    pass
+    if speech:
+        speech.close()
+    if source.ended_early:
+        if source.count == 0:
+            out.error(source.name, f"{source.name}: {source.ended_early}")
+            return EXIT_INPUT_FAILED
+        print(f"run-digit: {source.name}: {source.ended_early}", file=sys.stderr)
+        return EXIT_OK if source.is_camera else EXIT_INPUT_FAILED
+    return EXIT_OK
+
+
+def _speaker(args, threaded: bool):
+    if not args.speak:
+        return None
+    from runtime.speech import Speaker, SpeechThread
+
+    return SpeechThread() if threaded else Speaker()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

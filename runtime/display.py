@@ -1,0 +1,69 @@
+"""The window: the frame with a box, digit and confidence per digit, and the number read."""
+from __future__ import annotations
+
+import os
+import sys
+
+import cv2
+import numpy as np
+
+from runtime.reader import Reading
+
+WINDOW_TITLE = "run-digit"
+GREEN, BLACK, WHITE = (60, 200, 60), (0, 0, 0), (255, 255, 255)
+
+
+def display_available() -> bool:
+    """Opening a window without a display kills the process on Linux: check first."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def annotate(image: np.ndarray, reading: Reading, status: str = "") -> np.ndarray:
+    """A BGR copy of the image with the reading drawn on it, scaled to a viewable size."""
+    frame = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
+    h, w = frame.shape[:2]
+    scale = 1.0
+    if max(h, w) < 320 or max(h, w) > 1280:  # tiles become visible, huge photos fit a screen
+        scale = (320 if max(h, w) < 320 else 1280) / max(h, w)
+        frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
+    thick = max(1, round(max(frame.shape[:2]) / 320))
+    for d in reading.digits:
+        x, y, bw, bh = (round(v * scale) for v in d.box)
+        cv2.rectangle(frame, (x, y), (x + bw, y + bh), GREEN, thick)
+        _label(frame, f"{d.label} {d.confidence:.0%}", (x, max(y - 4, 12)), 0.5 * thick, thick)
+    _label(frame, f"read: {reading.text or 'no digit'}", (8, 24), 0.7 * thick, thick)
+    if status:
+        _label(frame, status, (8, frame.shape[0] - 8), 0.5 * thick, thick)
+    return frame
+
+
+def _label(frame: np.ndarray, text: str, org, size: float, thick: int) -> None:
+    cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, BLACK, thick + 2, cv2.LINE_AA)
+    cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, WHITE, thick, cv2.LINE_AA)
+
+
+class Window:
+    def __init__(self, title: str = WINDOW_TITLE):
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
+
+    def show(self, frame: np.ndarray, wait_ms: int = 1) -> int:
+        """Show a frame; return the key pressed within wait_ms (0 = until a key), or -1."""
+        cv2.imshow(self.title, frame)
+        return cv2.waitKey(wait_ms) & 0xFF if wait_ms >= 0 else -1
+
+    def closed(self) -> bool:
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error:
+            return True
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass

@@ -1,0 +1,131 @@
+"""The ONNX metadata contract: everything the runtime needs to use a model.
+
+Each metadata_props value is a JSON string (parsed with json, never eval):
+  digitpipe   schema version, "1"
+  labels      ["0", "1", ...]
+  input       {"name", "shape" (batch may be a string for a dynamic axis), "layout": "NCHW", "color": gray|rgb|bgr}
+  output      {"name", "kind": "logits"}
+  preprocess  {"size": [w, h], "mean": [...], "std": [...] (0..1 pixel scale), "swap_rb",
+               "fit": digit|resize, "ink": light_on_dark|any}
+  provenance  {"dataset", "arch", "test_accuracy", "checkpoint_sha256", "versions", ...}
+The exporter writes it with to_props(); the runtime reads it with from_props().
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from runtime.errors import ModelError
+
+SCHEMA_VERSION = "1"
+COLORS = ("gray", "rgb", "bgr")
+FITS = ("digit", "resize")
+INKS = ("light_on_dark", "any")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    width: int
+    height: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    color: str = "gray"
+    fit: str = "digit"
+    ink: str = "light_on_dark"
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    @property
+    def swap_rb(self) -> bool:
+        return self.color == "rgb"  # OpenCV images are BGR
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    labels: tuple[str, ...]
+    input_name: str
+    input_shape: tuple  # (batch, C, H, W); batch is an int or a name for a dynamic axis
+    output_name: str
+    preprocess: Preprocess
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self.input_shape[0] if isinstance(self.input_shape[0], int) else None
+
+
+def to_props(info: ModelInfo) -> dict[str, str]:
+    pp = info.preprocess
+    return {
+        "digitpipe": SCHEMA_VERSION,
+        "labels": json.dumps(list(info.labels)),
+        "input": json.dumps({"name": info.input_name, "shape": list(info.input_shape), "layout": "NCHW", "color": pp.color}),
+        "output": json.dumps({"name": info.output_name, "kind": "logits"}),
+        "preprocess": json.dumps({"size": [pp.width, pp.height], "mean": list(pp.mean), "std": list(pp.std),
+                                  "swap_rb": pp.swap_rb, "fit": pp.fit, "ink": pp.ink}),
+        "provenance": json.dumps(info.provenance, sort_keys=True),
+    }
+
+
+def from_props(props: dict[str, str]) -> ModelInfo:
+    """Parse and check the metadata; ModelError names the first thing wrong."""
+    if "digitpipe" not in props:
+        raise ModelError("has no digitpipe metadata (export it with `make export`)")
+    if props["digitpipe"] != SCHEMA_VERSION:
+        raise ModelError(f"metadata schema {props['digitpipe']!r} is not the supported {SCHEMA_VERSION!r}")
+    labels = _json(props, "labels", list)
+    inp = _json(props, "input", dict)
+    out = _json(props, "output", dict)
+    pre = _json(props, "preprocess", dict)
+    prov = _json(props, "provenance", dict) if "provenance" in props else {}
+    _check(labels and all(isinstance(x, str) for x in labels), "labels must be a non-empty list of strings")
+    _check(isinstance(inp.get("name"), str) and isinstance(out.get("name"), str), "input/output need a name")
+    shape = inp.get("shape")
+    _check(isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:])
+           and (isinstance(shape[0], str) or (isinstance(shape[0], int) and shape[0] > 0)),
+           "input shape must be [batch, C, H, W]")
+    color = inp.get("color")
+    _check(color in COLORS, f"input color must be one of {COLORS}")
+    size = pre.get("size")
+    _check(isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size),
+           "preprocess size must be [width, height]")
+    mean, std = pre.get("mean"), pre.get("std")
+    channels = shape[1]
+    for name, vals in (("mean", mean), ("std", std)):
+        _check(isinstance(vals, list) and len(vals) == channels and all(isinstance(v, (int, float)) for v in vals),
+               f"preprocess {name} needs one number per input channel ({channels})")
+    _check(all(s > 0 for s in std), "preprocess std must be positive")
+    _check(channels == (1 if color == "gray" else 3), f"color {color!r} does not fit {channels} input channels")
+    _check(shape[2:] == [size[1], size[0]], "preprocess size does not match the input shape")
+    _check(pre.get("swap_rb", color == "rgb") == (color == "rgb"), "swap_rb contradicts the input color")
+    fit, ink = pre.get("fit", "resize"), pre.get("ink", "any")
+    _check(fit in FITS, f"preprocess fit must be one of {FITS}")
+    _check(ink in INKS, f"preprocess ink must be one of {INKS}")
+    return ModelInfo(
+        labels=tuple(labels),
+        input_name=inp["name"],
+        input_shape=tuple(shape),
+        output_name=out["name"],
+        preprocess=Preprocess(size[0], size[1], tuple(float(v) for v in mean), tuple(float(v) for v in std),
+                              color, fit, ink),
+        provenance=prov,
+    )
+
+
+def _json(props: dict[str, str], key: str, kind: type):
+    if key not in props:
+        raise ModelError(f"metadata lacks {key!r}")
+    try:
+        value = json.loads(props[key])
+    except (json.JSONDecodeError, TypeError):
+        raise ModelError(f"metadata {key!r} is not valid JSON") from None
+    if not isinstance(value, kind):
+        raise ModelError(f"metadata {key!r} must be a JSON {kind.__name__}")
+    return value
+
+
+def _check(ok, message: str) -> None:
+    if not ok:
+        raise ModelError(f"metadata: {message}")

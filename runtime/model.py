@@ -1,0 +1,75 @@
+"""A deployed model: one ONNX file, its metadata, a backend, and the verb classify()."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from runtime.backends import BACKENDS
+from runtime.errors import ModelError
+from runtime.metadata import ModelInfo, from_props
+from runtime.onnx_props import read_metadata_props
+from runtime.preprocess import blob_params, to_blob
+
+
+class Model:
+    def __init__(self, path: str | Path, backend: str = "onnxruntime", device: str = "auto", threads: int = 0):
+        self.path = Path(path)
+        data = _read_model_bytes(self.path)
+        try:
+            self.info: ModelInfo = from_props(read_metadata_props(data))
+        except ModelError as exc:
+            raise ModelError(f"{self.path}: {exc}") from None
+        if backend not in BACKENDS:
+            raise ModelError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        try:
+            self.backend = BACKENDS[backend](data, self.info, device, threads)
+        except ModelError as exc:
+            raise ModelError(f"{self.path}: {exc}") from None
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.params = blob_params(self.info.preprocess)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.info.labels
+
+    def blob(self, tiles: list[np.ndarray]) -> np.ndarray:
+        return to_blob(tiles, self.params)
+
+    def logits(self, blob: np.ndarray) -> np.ndarray:
+        """Logits for a blob of any batch size (split into single runs for a fixed batch of 1)."""
+        fixed = self.info.fixed_batch
+        if fixed is not None and blob.shape[0] != fixed:
+            if fixed != 1:
+                raise ModelError(f"{self.path}: fixed batch {fixed} cannot take {blob.shape[0]} images")
+            return np.concatenate([self.backend.run(blob[i : i + 1]) for i in range(blob.shape[0])])
+        return self.backend.run(blob)
+
+    def classify(self, tiles: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(class indices, softmax confidences) for uint8 tiles at the input size."""
+        if not tiles:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        logits = self.logits(self.blob(tiles)).astype(np.float32)
+        probs = softmax(logits)
+        best = probs.argmax(axis=1)
+        return best, probs[np.arange(len(best)), best]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _read_model_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file (create it with `make train export`)")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a folder, not an ONNX file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not data:
+        raise ModelError(f"{path}: empty file, not an ONNX model")
+    return data

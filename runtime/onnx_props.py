@@ -1,0 +1,66 @@
+"""Read an ONNX file's metadata_props straight from its protobuf bytes.
+
+The runtime needs the metadata before it picks a backend, and the `onnx` package is a
+training-side dependency, so this walks the top-level protobuf fields itself
+(ModelProto: ir_version = 1, graph = 7, metadata_props = 14 of key = 1 / value = 2).
+"""
+from __future__ import annotations
+
+from runtime.errors import ModelError
+
+_IR_VERSION, _GRAPH, _METADATA_PROPS = 1, 7, 14
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview):
+    """Yield (field_number, wire_type, value) for one message; value is bytes for wire type 2."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = None, pos + 8
+        elif wire == 5:
+            value, pos = None, pos + 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + length], pos + length
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos > len(buf) or field == 0:
+            raise ValueError("truncated message")
+        yield field, wire, value
+
+
+def read_metadata_props(model_bytes: bytes) -> dict[str, str]:
+    """metadata_props of an ONNX ModelProto; ModelError if the bytes are not one."""
+    props: dict[str, str] = {}
+    seen_ir = seen_graph = False
+    try:
+        for field, wire, value in _fields(memoryview(model_bytes)):
+            if field == _IR_VERSION and wire == 0:
+                seen_ir = True
+            elif field == _GRAPH and wire == 2:
+                seen_graph = True
+            elif field == _METADATA_PROPS and wire == 2:
+                entry = {f: bytes(v).decode("utf-8") for f, w, v in _fields(value) if w == 2}
+                props[entry.get(1, "")] = entry.get(2, "")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"not an ONNX model ({exc})") from None
+    if not (seen_ir and seen_graph):
+        raise ModelError("not an ONNX model (no ir_version or graph)")
+    return props

@@ -1,0 +1,79 @@
+"""DigitReader.read(image) -> Reading: the one verb the CLI, video loop and tests use."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.digits import FinderSettings, bright_ink, find_digits, to_gray
+from runtime.model import Model
+from runtime.preprocess import resize_to_input
+
+DEFAULT_MIN_CONFIDENCE = 0.5
+
+
+@dataclass(frozen=True)
+class Digit:
+    label: str
+    confidence: float
+    box: tuple[int, int, int, int]  # x, y, w, h in the input image
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "confidence": round(self.confidence, 4), "box": list(self.box)}
+
+
+@dataclass
+class Reading:
+    digits: list[Digit]
+    ms: dict = field(default_factory=dict)  # time spent per stage
+
+    @property
+    def text(self) -> str:
+        return "".join(d.label for d in self.digits)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "digits": [d.to_dict() for d in self.digits],
+                "ms": {k: round(v, 3) for k, v in self.ms.items()}}
+
+
+class DigitReader:
+    def __init__(self, model: Model, min_confidence: float = DEFAULT_MIN_CONFIDENCE, single: bool = False,
+                 finder: FinderSettings = FinderSettings()):
+        self.model = model
+        self.min_confidence = min_confidence
+        self.single = single
+        self.finder = finder
+        pp = model.info.preprocess
+        self._locate = self._locate_digits if pp.fit == "digit" else self._locate_whole
+
+    def locate(self, image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
+        """(boxes, input-size tiles) of what to classify in an image: the runtime's preprocessing."""
+        return self._locate(image)
+
+    def read(self, image: np.ndarray) -> Reading:
+        t0 = time.perf_counter()
+        boxes, tiles = self._locate(image)
+        t1 = time.perf_counter()
+        best, conf = self.model.classify(tiles)
+        t2 = time.perf_counter()
+        labels = self.model.labels
+        digits = [Digit(labels[i], float(c), b) for i, c, b in zip(best, conf, boxes) if c >= self.min_confidence]
+        return Reading(digits, {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3})
+
+    def _locate_digits(self, image: np.ndarray):
+        pp = self.model.info.preprocess
+        gray = to_gray(image)
+        if gray.shape == (pp.height, pp.width):
+            # Already a normalised tile (e.g. an MNIST image): only the polarity may differ.
+            tile = bright_ink(gray)
+            return ([(0, 0, pp.width, pp.height)], [tile]) if int(tile.max()) - int(tile.min()) >= self.finder.min_contrast else ([], [])
+        found = find_digits(gray, self.finder)
+        if self.single and found:
+            found = [max(found, key=lambda c: c.area)]
+        return [c.box for c in found], [c.tile for c in found]
+
+    def _locate_whole(self, image: np.ndarray):
+        pp = self.model.info.preprocess
+        h, w = image.shape[:2]
+        return [(0, 0, w, h)], [resize_to_input(image, pp)]
