@@ -69,7 +69,7 @@ def _to_uint8_depth(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         return (image.astype(np.uint32) * 255 // 65535).astype(np.uint8)
     if np.issubdtype(image.dtype, np.floating):
-        image = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        image = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         scale = 255.0 if image.max(initial=0.0) <= 1.0 else 1.0
         return np.clip(image * scale + 0.5, 0, 255).astype(np.uint8)
     return np.clip(image, 0, 255).astype(np.uint8)

@@ -32,15 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=D.out, help="best-on-validation checkpoint")
     g.add_argument("--run-dir", default=D.run_dir, help="metrics.json and the resumable last.pt")
     g.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last.pt")
+    g.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N epochs of this invocation (continue later with --resume)")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    resume = args.__dict__.pop("resume")
+    resume, stop_after = args.__dict__.pop("resume"), args.__dict__.pop("stop_after")
     cfg = TrainConfig(**vars(args))
     try:
-        run(cfg, resume=resume)
+        run(cfg, resume=resume, stop_after=stop_after)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the last finished epoch is in {cfg.run_dir}/last.pt; "
               "run again with --resume to continue", file=sys.stderr)

@@ -83,8 +83,12 @@ def class_report(logits: torch.Tensor, labels: torch.Tensor, class_names) -> dic
     return {"per_class_accuracy": dict(zip(class_names, per_class)), "confusion_matrix": cm.tolist()}
 
 
-def run(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
-    """Train per cfg; write the best checkpoint to cfg.out and metrics to cfg.run_dir."""
+def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | None = None) -> dict:
+    """Train per cfg; write the best checkpoint to cfg.out and metrics to cfg.run_dir.
+
+    stop_after: end this invocation after that many epochs (a time-boxed job); the run
+    continues later with resume=True exactly as if it had not stopped.
+    """
     spec = get_spec(cfg.dataset)
     device = pick_device(cfg.device)
     run_dir = Path(cfg.run_dir)
@@ -169,6 +173,9 @@ def run(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
         })
         _write_json(run_dir / "metrics.json", {"config": asdict(cfg), "history": history})
+        if stop_after is not None and epoch - start_epoch + 1 >= stop_after and epoch < cfg.epochs:
+            log(f"stopping after epoch {epoch} as asked; continue with --resume")
+            return {"config": asdict(cfg), "history": history, "stopped_at": epoch}
 
     return _finish(cfg, spec, test, device, history, log)
 

@@ -1,0 +1,50 @@
+# digitpipe: `make train export`, then `run-digit --image photo.png` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TRAIN_ARGS  ?=
+EXPORT_ARGS ?=
+TEST_ARGS   ?=
+
+.PHONY: setup train export test test-fast bench demo clean help
+help:
+	@echo "make setup   create $(VENV) with torch $(TORCH) and everything else"
+	@echo "make train   train the digit CNN -> artifacts/digits.pt   (TRAIN_ARGS=...)"
+	@echo "make export  export + verify -> artifacts/digits.onnx      (EXPORT_ARGS=...)"
+	@echo "make test    the whole test suite, end-to-end cases included"
+	@echo "make bench   benchmarks, printed and written to artifacts/bench.json"
+	@echo "make demo    read a generated photo of a number with run-digit"
+
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[train,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python -m train $(TRAIN_ARGS)
+
+export: $(STAMP)
+	$(BIN)/python -m export $(EXPORT_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(TEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(TEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+demo: $(STAMP)
+	$(BIN)/python -m bench.make_photo artifacts/demo-number.png 2026
+	$(BIN)/run-digit --image artifacts/demo-number.png --no-window
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks and the synthetic photo generator the tests and benchmarks share."""

@@ -1,0 +1,57 @@
+import cv2
+import numpy as np
+import pytest
+
+from bench.photos import render_photo
+from runtime.digits import find_digits, ink_is_dark, normalise_tile
+
+
+def test_normalise_tile_fits_20_and_centres_mass():
+    ink = np.zeros((300, 100), np.uint8)
+    ink[20:280, 30:70] = 255  # a tall bar, far from centre
+    tile = normalise_tile(ink)
+    ys, xs = np.nonzero(tile > 0)
+    assert tile.shape == (28, 28)
+    assert 19 <= ys.max() - ys.min() + 1 <= 21  # the long side fills 20 px
+    m = cv2.moments(tile)
+    assert abs(m["m10"] / m["m00"] - 14) < 0.75 and abs(m["m01"] / m["m00"] - 14) < 0.75
+
+
+def test_mnist_tiles_survive_renormalisation(mnist_test):
+    """An MNIST tile put through the photo normalisation comes back nearly the same."""
+    images, _ = mnist_test
+    for img in images[:50]:
+        again = normalise_tile(img)
+        assert np.abs(again.astype(int) - img.astype(int)).mean() < 25
+
+
+def test_polarity_from_the_histogram(mnist_test):
+    images, _ = mnist_test
+    assert not ink_is_dark(images[0])  # MNIST: light ink on black
+    assert ink_is_dark(255 - images[0])
+    photo = render_photo([images[0]], np.random.default_rng(1))
+    assert ink_is_dark(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_finds_each_digit_of_a_number_left_to_right(mnist_test, seed):
+    images, labels = mnist_test
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(1, 6))
+    picks = rng.choice(len(images), count, replace=False)
+    photo = render_photo([images[i] for i in picks], rng)
+    found = find_digits(photo)
+    assert len(found) == count
+    xs = [c.box[0] for c in found]
+    assert xs == sorted(xs)
+    for c in found:
+        assert c.tile.shape == (28, 28) and c.tile.max() > 200
+
+
+@pytest.mark.parametrize("make", [
+    lambda rng: np.full((480, 640), 215, np.uint8),  # blank page
+    lambda rng: np.clip(rng.normal(200, 6, (480, 640)), 0, 255).astype(np.uint8),  # noisy blank page
+    lambda rng: cv2.GaussianBlur((np.mgrid[0:480, 0:640][1] / 640 * 200 + 30).astype(np.uint8), (0, 0), 5),  # shadow ramp
+])
+def test_nothing_on_blank_pages(make):
+    assert find_digits(make(np.random.default_rng(0))) == []

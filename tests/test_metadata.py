@@ -1,0 +1,83 @@
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtime.errors import ModelError
+from runtime.metadata import ModelInfo, Preprocess, from_props, to_props
+from runtime.onnx_props import read_metadata_props
+
+INFO = ModelInfo(labels=tuple("0123456789"), input_name="input", input_shape=("batch", 1, 28, 28),
+                 output_name="logits", preprocess=Preprocess(28, 28, (0.1307,), (0.3081,), "gray", "digit"),
+                 provenance={"dataset": "mnist"})
+
+
+def test_roundtrip():
+    props = to_props(INFO)
+    assert all(isinstance(v, str) for v in props.values())
+    assert from_props(props) == INFO
+    assert json.loads(props["preprocess"])["mean"] == [0.1307]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("labels", "not json", "'labels' is not valid JSON"),
+    ("labels", "{}", "'labels' must be a JSON list"),
+    ("labels", "[]", "labels must be a non-empty list"),
+    ("input", json.dumps({"name": "input", "shape": [1, 1, 28], "color": "gray"}), "input shape"),
+    ("input", json.dumps({"name": "input", "shape": [1, 3, 28, 28], "color": "gray"}), "per input channel"),
+    ("preprocess", json.dumps({"size": [28, 28], "mean": [0.1], "std": [0.0]}), "std must be positive"),
+    ("preprocess", json.dumps({"size": [32, 32], "mean": [0.1], "std": [0.3]}), "does not match the input shape"),
+    ("preprocess", json.dumps({"size": [28, 28], "mean": [0.1], "std": [0.3], "fit": "magic"}), "fit must be"),
+    ("digitpipe", "99", "schema '99'"),
+])
+def test_bad_metadata_names_the_problem(key, value, message):
+    props = {**to_props(INFO), key: value}
+    with pytest.raises(ModelError, match=message):
+        from_props(props)
+
+
+def test_missing_metadata_says_how_to_get_it():
+    with pytest.raises(ModelError, match="make export"):
+        from_props({})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["digitpipe", "labels", "input", "output", "preprocess", "provenance", "x"]),
+                       st.one_of(st.just("1"), st.text(max_size=40),
+                                 st.builds(json.dumps, st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                                                                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
+                                                                    max_leaves=12)))))
+def test_any_metadata_parses_or_fails_cleanly(props):
+    try:
+        info = from_props(props)
+    except ModelError:
+        return
+    assert isinstance(info, ModelInfo)
+
+
+def test_props_read_from_a_real_onnx_file():
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 10])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])])
+    model = helper.make_model(graph)
+    onnx.helper.set_model_props(model, {"labels": '["a"]', "naïve": "ü"})
+    assert read_metadata_props(model.SerializeToString()) == {"labels": '["a"]', "naïve": "ü"}
+
+
+@pytest.mark.parametrize("data", [b"hello, I am text\n", b"\x08\x07", b"\xff" * 64, bytes(range(256))])
+def test_non_onnx_bytes_are_refused(data):
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        read_metadata_props(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_parse_or_fail_cleanly(data):
+    try:
+        read_metadata_props(data)
+    except ModelError:
+        pass

