@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--camera", type=int, metavar="INDEX", help="a camera index (0 is the first camera)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="ONNX file written by `make export`")
-    g.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "opencv"])
+    g.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "opencv"], help="inference engine")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto uses CUDA through onnxruntime when a GPU is present")
     g = p.add_argument_group("reading")

@@ -1,10 +1,13 @@
 """Where frames come from: image files and folders, a video file, or a camera."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
-import cv2
+# FFmpeg logs decoder complaints straight to stderr; we report a broken stream ourselves.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+import cv2  # noqa: E402
 import numpy as np
 
 from runtime.errors import InputError
@@ -44,6 +47,7 @@ class FrameSource:
         return fps if fps and fps > 0 else 30.0
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        total = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         try:
             while True:
                 ok, frame = self.capture.read()
@@ -58,7 +62,6 @@ class FrameSource:
         elif self.is_camera:
             self.ended_early = f"camera stopped delivering frames after {self.count}"
         else:
-            total = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             if total and self.count < total - 1:
                 self.ended_early = f"video ended after {self.count} of {total} frames (truncated or corrupt?)"
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import queue
+import shutil
 import sys
 import threading
 
@@ -12,13 +14,30 @@ def phrase(text: str) -> str:
     return text if text else "no digit"
 
 
-class Speaker:
-    """Says readings aloud; if speech cannot start, warns once and stays silent."""
+def playback_problem() -> str | None:
+    """Why spoken audio cannot be heard here, or None. pyttsx3 plays through `aplay` on Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if shutil.which("aplay") is None:
+        return "no `aplay` to play audio (install alsa-utils)"
+    if not os.path.isdir("/dev/snd"):
+        return "no sound device (/dev/snd)"
+    return None
 
-    def __init__(self, warn=lambda msg: print(msg, file=sys.stderr)):
+
+class Speaker:
+    """Says readings aloud; if speech cannot start, warns once and stays silent.
+
+    play=False is for writing WAV files only, which needs no sound device.
+    """
+
+    def __init__(self, warn=lambda msg: print(msg, file=sys.stderr), play: bool = True):
         self._warn = warn
         self.engine = None
-        self.error: str | None = None
+        self.error: str | None = playback_problem() if play else None
+        if self.error:
+            self._warn(f"warning: speech is off: {self.error}; results are still printed")
+            return
         try:
             import pyttsx3
 
@@ -26,7 +45,7 @@ class Speaker:
                 self.engine = pyttsx3.init()
         except Exception as exc:  # no espeak-ng, no audio stack, no pyttsx3: all mean "no speech"
             self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self._warn(f"warning: speech is off ({self.error}); install espeak-ng and pyttsx3 for --speak")
+            self._warn(f"warning: speech is off: {self.error}; install espeak-ng and pyttsx3 for --speak")
 
     @property
     def available(self) -> bool:
