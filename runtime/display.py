@@ -34,7 +34,9 @@ def annotate(image: np.ndarray, reading: Reading, status: str = "") -> np.ndarra
         x, y, bw, bh = (round(v * scale) for v in d.box)
         cv2.rectangle(frame, (x, y), (x + bw, y + bh), GREEN, thick)
         _label(frame, f"{d.label} {d.confidence:.0%}", (x, max(y - 4, 12)), 0.5 * thick, thick)
-    _label(frame, f"read: {reading.text or 'no digit'}", (8, 24), 0.7 * thick, thick)
+    headline = f"read: {reading.text or 'no digit'}"
+    (_, text_h), _ = cv2.getTextSize(headline, cv2.FONT_HERSHEY_SIMPLEX, 0.7 * thick, thick)
+    _label(frame, headline, (8, 8 + text_h), 0.7 * thick, thick)
     if status:
         _label(frame, status, (8, frame.shape[0] - 8), 0.5 * thick, thick)
     return frame
@@ -48,10 +50,17 @@ def _label(frame: np.ndarray, text: str, org, size: float, thick: int) -> None:
 class Window:
     def __init__(self, title: str = WINDOW_TITLE):
         self.title = title
-        cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
+        # opencv-python's bundled Qt warns about its missing font folder on every window.
+        os.environ.setdefault("QT_LOGGING_RULES", "default.warning=false")
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+        self.size: tuple[int, int] | None = None
 
     def show(self, frame: np.ndarray, wait_ms: int = 1) -> int:
         """Show a frame; return the key pressed within wait_ms (0 = until a key), or -1."""
+        size = (frame.shape[1], frame.shape[0])
+        if size != self.size:  # pixel for pixel; the user may still resize it
+            cv2.resizeWindow(self.title, *size)
+            self.size = size
         cv2.imshow(self.title, frame)
         return cv2.waitKey(wait_ms) & 0xFF if wait_ms >= 0 else -1
 

@@ -1,0 +1,27 @@
+"""The dependency rule of the layout: runtime/ imports nothing of the training side."""
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+FORBIDDEN = {"torch", "torchvision", "train", "export", "onnx"}
+
+
+def imported_roots(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.split(".")[0]
+
+
+def test_runtime_never_imports_the_training_side():
+    files = sorted((ROOT / "runtime").glob("*.py"))
+    assert len(files) > 5
+    offenders = {f.name: sorted(set(imported_roots(f)) & FORBIDDEN) for f in files}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_train_does_not_import_export_or_runtime():
+    for f in sorted((ROOT / "train").glob("*.py")):
+        assert not set(imported_roots(f)) & {"export", "runtime"}, f.name

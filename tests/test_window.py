@@ -1,0 +1,69 @@
+"""A real window under Xvfb: run-digit shows the photo with its reading drawn on it."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.photos import render_photo
+from runtime.display import GREEN, WINDOW_TITLE
+
+pytestmark = pytest.mark.slow
+
+
+def read_xwd(data: bytes) -> np.ndarray:
+    """A 24/32-bit ZPixmap XWD screenshot (what `xwd -root` writes) as a BGR image."""
+    header = np.frombuffer(data[:100], dtype=">u4")
+    header_size, width, height = int(header[0]), int(header[4]), int(header[5])
+    byte_order, bits_per_pixel, bytes_per_line = int(header[7]), int(header[11]), int(header[12])
+    ncolors = int(header[19])
+    step = bits_per_pixel // 8
+    assert step in (3, 4) and byte_order == 0, f"unexpected XWD layout: {bits_per_pixel} bpp, byte order {byte_order}"
+    offset = header_size + 12 * ncolors
+    rows = np.frombuffer(data[offset : offset + height * bytes_per_line], dtype=np.uint8).reshape(height, bytes_per_line)
+    return rows[:, : width * step].reshape(height, width, step)[:, :, :3].copy()  # LSB first: B, G, R
+
+
+@pytest.fixture
+def xvfb():
+    if not shutil.which("Xvfb") or not shutil.which("xwd") or not shutil.which("xdotool"):
+        pytest.fail("Xvfb, xwd and xdotool are needed (.ci/run installs them)")
+    display = f":{90 + os.getpid() % 500}"
+    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    yield display
+    server.terminate()
+    server.wait(5)
+
+
+def test_window_shows_the_reading(exported, mnist_test, tmp_path, xvfb):
+    model, _ = exported
+    images, labels = mnist_test
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), render_photo([images[0], images[1]], np.random.default_rng(2)))
+    env = {**os.environ, "DISPLAY": xvfb}
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", "--model", str(model), "--image", str(photo),
+                             "--delay", "6000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        window = ""
+        for _ in range(50):
+            found = subprocess.run(["xdotool", "search", "--name", WINDOW_TITLE], env=env, capture_output=True, text=True)
+            window = found.stdout.strip()
+            if window:
+                break
+            time.sleep(0.2)
+        assert window, "no run-digit window appeared"
+        time.sleep(1.0)  # let it paint
+        shot = read_xwd(subprocess.run(["xwd", "-root", "-silent"], env=env, capture_output=True, check=True).stdout)
+        cv2.imwrite(str(tmp_path / "screen.png"), shot)
+        overlay = np.all(np.abs(shot.astype(int) - np.array(GREEN)) <= 10, axis=2)
+        assert overlay.sum() > 200, "no digit boxes drawn in the window"
+    finally:
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.startswith(f"{photo}: {labels[0]}{labels[1]}") and err == ""
