@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="artifacts/digits.onnx", help="ONNX file to write (report beside it)")
     p.add_argument("--exporter", default="torchscript", choices=EXPORTERS,
                    help="torch.onnx path; both verify on onnxruntime and cv2.dnn, torchscript is 20x quicker")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset to pin")
     p.add_argument("--static-batch", action="store_true", help="fix the batch to 1 instead of a dynamic axis")
     p.add_argument("--data-dir", default="data", help="where the test set is found or fetched to")
     p.add_argument("--verify-images", type=int, default=0, help="test images to verify on (0 = the whole test set)")

@@ -1,0 +1,246 @@
+"""make bench: start-up, latency, throughput and video speed, each beside its baseline.
+
+Every figure is a median over repeated runs after warm-up, with min and max; ratios are
+computed run by run (ours / baseline measured back to back), so machine noise hits both.
+Needs artifacts/digits.pt and artifacts/digits.onnx (make train export).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stats(values) -> dict:
+    values = sorted(values)
+    return {"min": values[0], "median": statistics.median(values), "max": values[-1], "n": len(values)}
+
+
+def percentile(values, q) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def wall(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    return time.perf_counter() - t
+
+
+def cold_start(model: Path, ckpt: Path, image: Path, repeats: int) -> dict:
+    """run-digit on one image vs the bare imports vs a PyTorch predictor, interleaved."""
+    py = sys.executable
+    cmds = {
+        "floor: import cv2, onnxruntime, numpy": [py, "-c", "import cv2, onnxruntime, numpy"],
+        "run-digit --image (onnxruntime)": [py, "-m", "runtime", "--no-window", "--model", str(model), "--image", str(image)],
+        "run-digit --image (opencv)": [py, "-m", "runtime", "--no-window", "--backend", "opencv", "--model", str(model), "--image", str(image)],
+        "pytorch predictor (checkpoint)": [py, "-m", "bench.torch_predict", str(ckpt), str(image)],
+    }
+    for cmd in cmds.values():  # warm the file cache
+        wall(cmd)
+    times = {k: [] for k in cmds}
+    for _ in range(repeats):
+        for k, cmd in cmds.items():
+            times[k].append(wall(cmd))
+    floor = times["floor: import cv2, onnxruntime, numpy"]
+    return {k: {**stats(v), "ratio_to_floor": stats([a / b for a, b in zip(v, floor)])} for k, v in times.items()}
+
+
+def warm_latency(model: Path, ckpt: Path, tile: np.ndarray, repeats: int) -> dict:
+    """One image end to end in a warm process: tile -> blob -> logits -> label."""
+    import torch
+
+    from runtime.model import Model
+    from train import checkpoint
+    from train.data import normalize
+    from train.datasets import DatasetSpec
+
+    torch.set_num_threads(torch.get_num_threads())
+    ck = checkpoint.load(ckpt)
+    net = checkpoint.model_from_checkpoint(ck)
+    spec = DatasetSpec(**ck["dataset"])
+    runners = {name: Model(model, backend=name, device="cpu") for name in ("onnxruntime", "opencv")}
+
+    def torch_once():
+        with torch.inference_mode():
+            x = normalize(torch.from_numpy(tile)[None, None], spec)
+            return int(net(x).argmax())
+
+    fns = {f"{name}": (lambda m=m: int(m.classify([tile])[0][0])) for name, m in runners.items()}
+    fns["pytorch eager"] = torch_once
+    out = {}
+    for name, fn in fns.items():
+        for _ in range(50):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+        out[name] = {"p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99), "min_ms": min(times)}
+    return out
+
+
+def throughput(model: Path, ckpt: Path, images: np.ndarray, repeats: int, batch: int = 1000) -> dict:
+    import torch
+
+    from runtime.model import Model
+    from train import checkpoint
+    from train.data import normalize
+    from train.datasets import DatasetSpec
+
+    ck = checkpoint.load(ckpt)
+    net = checkpoint.model_from_checkpoint(ck)
+    spec = DatasetSpec(**ck["dataset"])
+    runners = {name: Model(model, backend=name, device="cpu") for name in ("onnxruntime", "opencv")}
+    tiles = list(images)
+
+    def run_runtime(m):
+        for i in range(0, len(tiles), batch):
+            m.logits(m.blob(tiles[i : i + batch]))
+
+    def run_torch():
+        with torch.inference_mode():
+            x = torch.from_numpy(images)[:, None]
+            for i in range(0, len(x), batch):
+                net(normalize(x[i : i + batch], spec))
+
+    fns = {name: (lambda m=m: run_runtime(m)) for name, m in runners.items()}
+    fns["pytorch eager"] = run_torch
+    times = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(len(tiles) / (time.perf_counter() - t))
+    base = times["pytorch eager"]
+    return {k: {**stats(v), "ratio_to_pytorch": statistics.median(a / b for a, b in zip(v, base))} for k, v in times.items()}
+
+
+def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, repeats: int) -> dict:
+    """640x480 frames of 1-4 digit numbers through DigitReader.read, and through decoding too."""
+    from bench.photos import render_photo
+    from runtime.model import Model
+    from runtime.reader import DigitReader
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for _ in range(frames):
+        idx = rng.choice(len(images), int(rng.integers(1, 5)), replace=False)
+        clips.append(render_photo([images[i] for i in idx], rng))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "clip.avi"
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
+        for f in clips:
+            writer.write(f)
+        writer.release()
+        for backend in ("onnxruntime", "opencv"):
+            reader = DigitReader(Model(model, backend=backend, device="cpu"))
+            for f in clips[:20]:
+                reader.read(f)
+            fps, fps_decode, locate, infer = [], [], [], []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                for f in clips:
+                    r = reader.read(f)
+                    locate.append(r.ms["locate"])
+                    infer.append(r.ms["infer"])
+                fps.append(len(clips) / (time.perf_counter() - t))
+                cap = cv2.VideoCapture(str(video))
+                t, n = time.perf_counter(), 0
+                while True:
+                    ok, f = cap.read()
+                    if not ok:
+                        break
+                    reader.read(f)
+                    n += 1
+                fps_decode.append(n / (time.perf_counter() - t))
+                cap.release()
+            out[backend] = {"fps_in_memory": stats(fps), "fps_with_decoding": stats(fps_decode),
+                            "locate_ms_p50": percentile(locate, 50), "infer_ms_p50": percentile(infer, 50)}
+    return out
+
+
+def machine() -> dict:
+    import onnxruntime
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count(),
+            "python": platform.python_version(), "torch": str(torch.__version__), "onnxruntime": onnxruntime.__version__,
+            "opencv": cv2.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="artifacts/digits.onnx")
+    p.add_argument("--checkpoint", default="artifacts/digits.pt")
+    p.add_argument("--repeats", type=int, default=7, help="timed repetitions of each measurement")
+    p.add_argument("--out", default="artifacts/bench.json")
+    p.add_argument("--only", nargs="*", default=["cold", "latency", "throughput", "video"])
+    args = p.parse_args(argv)
+    model, ckpt = Path(args.model), Path(args.checkpoint)
+    if not model.is_file() or not ckpt.is_file():
+        print(f"error: {model} and {ckpt} are needed; run `make train export` first", file=sys.stderr)
+        return 2
+    from bench.make_photo import mnist_test_tiles
+    from bench.photos import render_photo
+
+    images, labels = mnist_test_tiles()
+    results = {"machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        photo = Path(tmp) / "one.png"
+        cv2.imwrite(str(photo), render_photo([images[0]], np.random.default_rng(0)))
+        if "cold" in args.only:
+            results["cold_start_s"] = cold_start(model, ckpt, photo, args.repeats)
+    if "latency" in args.only:
+        results["warm_latency"] = warm_latency(model, ckpt, images[0], 100 * args.repeats)
+    if "throughput" in args.only:
+        results["throughput_images_per_s"] = throughput(model, ckpt, images, args.repeats)
+    if "video" in args.only:
+        results["video_640x480"] = video_fps(model, images, labels, 150, max(3, args.repeats // 2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(format_table(results))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def format_table(r: dict) -> str:
+    lines = [f"machine: {r['machine']}"]
+    if "cold_start_s" in r:
+        lines += ["", "| cold start, one image | median s | min | max | x floor (median) |", "|---|---|---|---|---|"]
+        for k, v in r["cold_start_s"].items():
+            lines.append(f"| {k} | {v['median']:.3f} | {v['min']:.3f} | {v['max']:.3f} | {v['ratio_to_floor']['median']:.2f} |")
+    if "warm_latency" in r:
+        lines += ["", "| warm single image (28x28 tile) | p50 ms | p99 ms |", "|---|---|---|"]
+        for k, v in r["warm_latency"].items():
+            lines.append(f"| {k} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} |")
+    if "throughput_images_per_s" in r:
+        lines += ["", "| 10k MNIST test images, batch 1000 | median img/s | min | max | x pytorch |", "|---|---|---|---|---|"]
+        for k, v in r["throughput_images_per_s"].items():
+            lines.append(f"| {k} | {v['median']:.0f} | {v['min']:.0f} | {v['max']:.0f} | {v['ratio_to_pytorch']:.2f} |")
+    if "video_640x480" in r:
+        lines += ["", "| 640x480 video, whole reading pipeline | FPS in memory | FPS incl. decoding | locate ms p50 | infer ms p50 |",
+                  "|---|---|---|---|---|"]
+        for k, v in r["video_640x480"].items():
+            lines.append(f"| {k} | {v['fps_in_memory']['median']:.0f} | {v['fps_with_decoding']['median']:.0f} | "
+                         f"{v['locate_ms_p50']:.2f} | {v['infer_ms_p50']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
