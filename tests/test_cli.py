@@ -228,3 +228,51 @@ def test_console_script_without_torch(exported, samples, tmp_path):
     if exe.exists():
         done = subprocess.run([str(exe), "--model", str(model), "--image", str(photo)], capture_output=True, text=True, env=env)
         assert done.returncode == 0 and done.stdout.startswith(f"{photo}: {label}") and not done.stderr
+
+
+def paper(rng, h=480, w=640, shade=210):
+    yy, xx = np.mgrid[0:h, 0:w]
+    p = shade + 30 * (xx / w) - 25 * (yy / h) + rng.normal(0, 3, (h, w))
+    return np.clip(p, 0, 255).astype(np.uint8)
+
+
+def nines_not_from_mnist(folder: Path):
+    """Photos of a 9 no MNIST writer made: marker, thin pen, printed fonts, chalk, small and rotated."""
+    rng = np.random.default_rng(0)
+    out = []
+    img = paper(rng)
+    cv2.ellipse(img, (320, 180), (60, 70), 0, 0, 360, 40, 14, cv2.LINE_AA)
+    cv2.line(img, (378, 190), (350, 400), 40, 14, cv2.LINE_AA)
+    out.append(("marker.jpg", cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)))
+    out.append(("phone-size.jpg", cv2.resize(out[0][1], (4032, 3024))))
+    img = paper(rng, shade=190)
+    cv2.ellipse(img, (300, 150), (45, 55), 10, 0, 360, 60, 3, cv2.LINE_AA)
+    cv2.line(img, (343, 160), (330, 330), 60, 3, cv2.LINE_AA)
+    out.append(("thin-pen.png", img))
+    for i, font in enumerate([cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX]):
+        img = paper(rng)
+        cv2.putText(img, "9", (240, 360), font, 9, 30, 18, cv2.LINE_AA)
+        out.append((f"font{i}.png", img))
+    img = 255 - paper(rng)
+    cv2.putText(img, "9", (240, 360), cv2.FONT_HERSHEY_SIMPLEX, 9, 230, 20, cv2.LINE_AA)
+    out.append(("chalk.jpg", cv2.merge([img, (img * 0.8).astype(np.uint8), (img * 0.6).astype(np.uint8)])))
+    img = paper(rng)
+    cv2.putText(img, "9", (500, 420), cv2.FONT_HERSHEY_SIMPLEX, 3, 40, 8, cv2.LINE_AA)
+    img = cv2.warpAffine(img, cv2.getRotationMatrix2D((320, 240), 8, 1.0), (640, 480), borderMode=cv2.BORDER_REPLICATE)
+    img[:, :200] = (img[:, :200] * 0.6).astype(np.uint8)
+    out.append(("small-rotated-shadow.jpg", img))
+    paths = []
+    for name, image in out:
+        assert cv2.imwrite(str(folder / name), image)
+        paths.append(folder / name)
+    return paths
+
+
+def test_photos_of_a_nine_print_nine(exported, tmp_path, capsys):
+    model, _ = exported
+    paths = nines_not_from_mnist(tmp_path)
+    code, out, err = run_cli(capsys, "--model", str(model), "--json", "--image", str(tmp_path))
+    results = json_lines(out)
+    assert code == EXIT_OK and len(results) == len(paths)
+    texts = [r["text"] for r in results]
+    assert texts.count("9") >= len(paths) - 1, texts
