@@ -17,7 +17,8 @@ from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader, Reading
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODEL = "artifacts/digits.onnx"
-KEY_QUIT = {ord("q"), 27}
+KEY_QUIT = {ord("q"), 27}  # q or Esc
+KEY_PAUSE = ord(" ")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,11 +165,10 @@ def read_stream(args, reader: DigitReader, out: Output, window) -> int:
         if window is not None:
             status = f"{fps:.0f} FPS  infer {reading.ms['infer']:.2f} ms"
             key = window.show(annotate(frame, reading, status), 1)
+            if key == KEY_PAUSE:
+                key = _paused(window, annotate(frame, reading, status + "  (paused: space resumes)"))
             if key in KEY_QUIT or window.closed():
                 break
-            if key == ord(" "):
-                while window.show(annotate(frame, reading, status + "  (paused)"), 100) not in KEY_QUIT | {ord(" ")}:
-                    pass
     if speech:
         speech.close()
     if source.ended_early:
@@ -178,6 +178,16 @@ def read_stream(args, reader: DigitReader, out: Output, window) -> int:
         print(f"run-digit: {source.name}: {source.ended_early}", file=sys.stderr)
         return EXIT_OK if source.is_camera else EXIT_INPUT_FAILED
     return EXIT_OK
+
+
+def _paused(window, frame) -> int:
+    """Hold the frame until space resumes (returns -1) or a quit key (returned)."""
+    while True:
+        key = window.show(frame, 100)
+        if key == KEY_PAUSE:
+            return -1
+        if key in KEY_QUIT or window.closed():
+            return key if key in KEY_QUIT else ord("q")
 
 
 def _speaker(args, threaded: bool):

@@ -67,3 +67,35 @@ def test_window_shows_the_reading(exported, mnist_test, tmp_path, xvfb):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out.startswith(f"{photo}: {labels[0]}{labels[1]}") and err == ""
+
+
+def test_live_window_quits_on_q(exported, mnist_test, tmp_path, xvfb):
+    """A long video in a window: pressing q ends the run cleanly, before the video ends."""
+    model, _ = exported
+    images, _ = mnist_test
+    rng = np.random.default_rng(4)
+    frames = [render_photo([images[3]], rng, jpeg_quality=None) for _ in range(10)] * 60
+    video = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    env = {**os.environ, "DISPLAY": xvfb}
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", "--model", str(model), "--video", str(video), "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        window = ""
+        for _ in range(50):
+            window = subprocess.run(["xdotool", "search", "--name", WINDOW_TITLE], env=env,
+                                    capture_output=True, text=True).stdout.strip()
+            if window:
+                break
+            time.sleep(0.2)
+        assert window, "no run-digit window appeared"
+        subprocess.run(["xdotool", "key", "--window", window.splitlines()[0], "q"], env=env, check=True)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert 0 < len(lines) < len(frames), "q did not stop the run early"
