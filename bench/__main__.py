@@ -46,6 +46,9 @@ def cold_start(model: Path, ckpt: Path, image: Path, repeats: int) -> dict:
         "run-digit --image (opencv)": [py, "-m", "runtime", "--no-window", "--backend", "opencv", "--model", str(model), "--image", str(image)],
         "pytorch predictor (checkpoint)": [py, "-m", "bench.torch_predict", str(ckpt), str(image)],
     }
+    # A pip-installed runtime ships compiled bytecode; an editable checkout under
+    # PYTHONDONTWRITEBYTECODE would recompile runtime/ on every start instead.
+    subprocess.run([py, "-m", "compileall", "-q", str(ROOT / "runtime")], check=True)
     for cmd in cmds.values():  # warm the file cache
         wall(cmd)
     times = {k: [] for k in cmds}

@@ -1,3 +1,3 @@
-from runtime.cli import main
+from runtime.cli import run
 
-raise SystemExit(main())
+run()

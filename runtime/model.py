@@ -1,7 +1,6 @@
 """A deployed model: one ONNX file, its metadata, a backend, and the verb classify()."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,6 @@ class Model:
             self.backend = BACKENDS[backend](data, self.info, device, threads)
         except ModelError as exc:
             raise ModelError(f"{self.path}: {exc}") from None
-        self.sha256 = hashlib.sha256(data).hexdigest()
         self.params = blob_params(self.info.preprocess)
 
     @property
