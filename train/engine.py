@@ -25,6 +25,8 @@ class TrainConfig:
     arch: str = "digitnet"
     epochs: int = 8
     batch_size: int = 128
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    schedule: str = "onecycle"  # onecycle | constant
     lr: float = 4e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05
@@ -57,6 +59,30 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+OPTIMIZERS = {
+    "adamw": lambda params, cfg: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+    "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay),
+}
+SCHEDULES = {
+    "onecycle": lambda opt, cfg, steps: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps, pct_start=0.25),
+    "constant": lambda opt, cfg, steps: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0),
+}
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
+
+
+def make_schedule(cfg: TrainConfig, optimizer, steps_per_epoch: int):
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
+    return SCHEDULES[cfg.schedule](optimizer, cfg, steps_per_epoch)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, split: Split, spec: DatasetSpec, device, batch_size: int = 1000) -> torch.Tensor:
     """Logits for every image of a split, in order."""
@@ -83,11 +109,13 @@ def class_report(logits: torch.Tensor, labels: torch.Tensor, class_names) -> dic
     return {"per_class_accuracy": dict(zip(class_names, per_class)), "confusion_matrix": cm.tolist()}
 
 
-def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | None = None) -> dict:
+def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | None = None, on_epoch=None) -> dict:
     """Train per cfg; write the best checkpoint to cfg.out and metrics to cfg.run_dir.
 
     stop_after: end this invocation after that many epochs (a time-boxed job); the run
     continues later with resume=True exactly as if it had not stopped.
+    on_epoch(epoch, model, elapsed_s): called after each epoch with the clock stopped
+    (benchmarks score the test set there without charging it to training).
     """
     spec = get_spec(cfg.dataset)
     device = pick_device(cfg.device)
@@ -104,11 +132,9 @@ def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | Non
 
     model_cfg = ModelConfig(cfg.arch, in_channels=spec.channels, num_classes=len(spec.labels), input_size=spec.size)
     model = build_model(model_cfg).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, model)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
-    )
+    scheduler = make_schedule(cfg, optimizer, steps_per_epoch)
     use_amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -173,6 +199,11 @@ def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | Non
             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
         })
         _write_json(run_dir / "metrics.json", {"config": asdict(cfg), "history": history})
+        if on_epoch is not None:
+            paused = time.perf_counter()
+            on_epoch(epoch, model, elapsed)
+            model.train()
+            t0 += time.perf_counter() - paused
         if stop_after is not None and epoch - start_epoch + 1 >= stop_after and epoch < cfg.epochs:
             log(f"stopping after epoch {epoch} as asked; continue with --resume")
             return {"config": asdict(cfg), "history": history, "stopped_at": epoch}
