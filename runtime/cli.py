@@ -14,6 +14,8 @@ import time
 import cv2
 
 from runtime.errors import InputError, ModelError
+from runtime.imageio import DEFAULT_MAX_PIXELS, read_image
+from runtime.model import Model
 from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader, Reading
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
                    help="digits below this softmax confidence are not reported")
     g.add_argument("--single", action="store_true", help="read only the most prominent digit")
+    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse images that declare more pixels than this, before decoding them")
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="one JSON object per image or frame on stdout")
     g.add_argument("--speak", action="store_true", help="say the reading aloud (pyttsx3 / espeak-ng)")
@@ -75,8 +79,6 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages, not OpenCV's
     try:
-        from runtime.model import Model
-
         model = Model(args.model, args.backend, args.device)
     except ModelError as exc:
         print(f"run-digit: error: {exc}", file=sys.stderr)
@@ -111,7 +113,6 @@ def _open_window(args):
 
 
 def read_images(paths: list[str], reader: DigitReader, out: Output, window, args) -> int:
-    from runtime.imageio import read_image
     from runtime.sources import expand_paths
 
     speaker = _speaker(args, threaded=False)
@@ -120,7 +121,7 @@ def read_images(paths: list[str], reader: DigitReader, out: Output, window, args
         try:
             if isinstance(path, InputError):
                 raise path
-            image = read_image(path)
+            image = read_image(path, args.max_pixels)
         except InputError as exc:
             out.error(name, str(exc))
             failed += 1

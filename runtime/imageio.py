@@ -7,6 +7,9 @@ import cv2
 import numpy as np
 
 from runtime.errors import InputError
+from runtime.image_size import header_size
+
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels: above any phone camera, far below a decompression bomb
 
 IMAGE_EXTENSIONS = frozenset(
     ".png .jpg .jpeg .jpe .bmp .dib .tif .tiff .webp .pgm .ppm .pbm .pnm .gif .jp2 .avif .hdr .exr".split()
@@ -14,7 +17,7 @@ IMAGE_EXTENSIONS = frozenset(
 _JPEG_MAGIC = b"\xff\xd8"
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -26,12 +29,20 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: permission denied") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read it ({exc.strerror})") from None
-    return decode_image(data, str(path))
+    return decode_image(data, str(path), max_pixels)
 
 
-def decode_image(data: np.ndarray, name: str = "image") -> np.ndarray:
+def decode_image(data: np.ndarray, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if data.size == 0:
         raise InputError(f"{name}: empty file")
+    size = header_size(data[:65536].tobytes())
+    if size is not None:
+        w, h = size
+        if w == 0 or h == 0:
+            raise InputError(f"{name}: image has no pixels ({w}x{h})")
+        if w * h > max_pixels:
+            raise InputError(f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
+                             f"{max_pixels / 1e6:g} (raise it with --max-pixels)")
     # JPEGs are decoded with EXIF orientation applied (phone photos); others unchanged,
     # to keep alpha and 16-bit depth.
     flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if bytes(data[:2]) == _JPEG_MAGIC else cv2.IMREAD_UNCHANGED

@@ -8,7 +8,7 @@ import numpy as np
 from runtime.backends import BACKENDS
 from runtime.errors import ModelError
 from runtime.metadata import ModelInfo, from_props
-from runtime.onnx_props import read_metadata_props
+from runtime.onnx_props import read_model_summary
 from runtime.preprocess import blob_params, to_blob
 
 
@@ -17,7 +17,9 @@ class Model:
         self.path = Path(path)
         data = _read_model_bytes(self.path)
         try:
-            self.info: ModelInfo = from_props(read_metadata_props(data))
+            props, inputs = read_model_summary(data)
+            self.info: ModelInfo = from_props(props)
+            check_input_matches(self.info, inputs)
         except ModelError as exc:
             raise ModelError(f"{self.path}: {exc}") from None
         if backend not in BACKENDS:
@@ -52,6 +54,16 @@ class Model:
         probs = softmax(logits)
         best = probs.argmax(axis=1)
         return best, probs[np.arange(len(best)), best]
+
+
+def check_input_matches(info: ModelInfo, inputs: dict[str, tuple]) -> None:
+    """The graph must take the input the metadata describes: same name, C, H and W."""
+    if info.input_name not in inputs:
+        raise ModelError(f"the graph has no input {info.input_name!r} (it has {', '.join(inputs) or 'none'})")
+    shape = inputs[info.input_name]
+    if len(shape) != 4 or list(shape[1:]) != list(info.input_shape[1:]):
+        raise ModelError(f"the graph input {info.input_name!r} has shape {list(shape)}, "
+                         f"the metadata says {list(info.input_shape)}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from train.engine import TrainConfig, TrainingDiverged, run
 
@@ -46,8 +47,10 @@ def main(argv=None) -> int:
     try:
         run(cfg, resume=resume, stop_after=stop_after)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the last finished epoch is in {cfg.run_dir}/last.pt; "
-              "run again with --resume to continue", file=sys.stderr)
+        last = Path(cfg.run_dir) / "last.pt"
+        hint = (f"the last finished epoch is in {last}; run again with --resume to continue" if last.is_file()
+                else "no epoch had finished, so there is nothing to resume")
+        print(f"\ninterrupted: {hint}", file=sys.stderr)
         return 130
     except TrainingDiverged as exc:
         print(f"error: {exc}; {cfg.out} keeps the last good model", file=sys.stderr)

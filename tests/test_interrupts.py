@@ -1,0 +1,86 @@
+"""Interrupted and failed runs never leave a half-written or replaced-by-worse artifact."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.model import Model
+from tests.conftest import DATA_DIR, ROOT
+from train import checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def train_cmd(tmp: Path, *extra):
+    return [sys.executable, "-m", "train", "--train-subset", "1500", "--val-size", "500", "--test-subset", "500",
+            "--data-dir", str(DATA_DIR), "--out", str(tmp / "digits.pt"), "--run-dir", str(tmp / "run"), *extra]
+
+
+def start(cmd):
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc, timeout=120):
+    end = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < end, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def test_ctrl_c_leaves_a_resumable_run(tmp_path):
+    proc = start(train_cmd(tmp_path, "--epochs", "40"))
+    wait_for(tmp_path / "run" / "last.pt", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run again with --resume" in err and "Traceback" not in err
+    done_epochs = checkpoint.load(tmp_path / "run" / "last.pt")["epoch"]
+    resumed = subprocess.run(train_cmd(tmp_path, "--epochs", "40", "--resume", "--stop-after", "1"),
+                             cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after epoch {done_epochs}" in resumed.stdout
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == done_epochs + 1
+
+
+def test_sigkill_at_any_moment_leaves_loadable_checkpoints(tmp_path):
+    for delay in (0.5, 3.0, 6.0, 9.0):
+        run = tmp_path / f"kill-{delay}"
+        proc = start(train_cmd(run, "--epochs", "40"))
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate()
+        for name in ("digits.pt", "run/last.pt"):
+            if (run / name).exists():
+                checkpoint.load(run / name)  # raises on a torn file
+    assert any((tmp_path / f"kill-{d}" / "digits.pt").exists() for d in (6.0, 9.0)), "no kill landed after a save"
+
+
+def test_diverging_loss_stops_and_keeps_the_best(trained, tmp_path):
+    ckpt, _ = trained
+    shutil.copy(ckpt, tmp_path / "digits.pt")
+    before = (tmp_path / "digits.pt").read_bytes()
+    done = subprocess.run(train_cmd(tmp_path, "--epochs", "2", "--lr", "1e12"), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "loss became" in done.stderr and "keeps the last good model" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "digits.pt").read_bytes() == before
+
+
+def test_killed_export_leaves_the_previous_model(exported, trained, tmp_path):
+    good, _ = exported
+    ckpt, _ = trained
+    out = tmp_path / "digits.onnx"
+    shutil.copy(good, out)
+    before = out.read_bytes()
+    for delay in (1.0, 3.0, 5.0):
+        proc = start([sys.executable, "-m", "export", "--checkpoint", str(ckpt), "--out", str(out),
+                      "--data-dir", str(DATA_DIR), "--verify-images", "2000"])
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate()
+        assert out.read_bytes() == before or Model(out).labels  # old bytes, or a complete verified file
+        Model(out)
