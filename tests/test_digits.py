@@ -55,3 +55,26 @@ def test_finds_each_digit_of_a_number_left_to_right(mnist_test, seed):
 ])
 def test_nothing_on_blank_pages(make):
     assert find_digits(make(np.random.default_rng(0))) == []
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+from runtime.errors import InputError  # noqa: E402
+from runtime.imageio import to_uint8  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(st.sampled_from([np.uint8, np.uint16, np.float32]),
+              st.tuples(st.integers(1, 90), st.integers(1, 90)) | st.tuples(st.integers(1, 90), st.integers(1, 90), st.sampled_from([1, 2, 3, 4]))))
+def test_any_image_is_located_or_refused_cleanly(image):
+    """Whatever the shape, depth and channels: InputError, or tiles of the input size."""
+    try:
+        gray = to_uint8(image)
+    except InputError:
+        return
+    for c in find_digits(gray):
+        x, y, w, h = c.box
+        assert c.tile.shape == (28, 28) and c.tile.dtype == np.uint8
+        assert 0 <= x and 0 <= y and x + w <= gray.shape[1] + 1 and y + h <= gray.shape[0] + 1
