@@ -213,6 +213,31 @@ def training(data_dir: str = "data") -> dict:
     return out
 
 
+def finder_scale(model: Path, images: np.ndarray, labels: np.ndarray, count: int = 300) -> dict:
+    """Exact-match reading and FPS on generated photos for several detection resolutions."""
+    from bench.photos import render_photo
+    from runtime.digits import FinderSettings
+    from runtime.model import Model
+    from runtime.reader import DigitReader
+
+    rng = np.random.default_rng(123)
+    photos = []
+    for _ in range(count):
+        idx = rng.choice(len(images), int(rng.integers(1, 5)), replace=False)
+        photo = render_photo([images[i] for i in idx], rng, digit_height=rng.uniform(0.08, 0.5) * 480)
+        photos.append((photo, "".join(str(labels[i]) for i in idx)))
+    net = Model(model, device="cpu")
+    out = {}
+    for side in (320, 480, 640):
+        reader = DigitReader(net, finder=FinderSettings(work_side=side))
+        for photo, _ in photos[:20]:
+            reader.read(photo)
+        t = time.perf_counter()
+        right = sum(reader.read(photo).text == text for photo, text in photos)
+        out[str(side)] = {"exact_match": right / count, "fps": count / (time.perf_counter() - t), "photos": count}
+    return out
+
+
 def machine() -> dict:
     import onnxruntime
     import torch
@@ -229,7 +254,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default="artifacts/digits.pt")
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions of each measurement")
     p.add_argument("--out", default="artifacts/bench.json")
-    p.add_argument("--only", nargs="*", default=["cold", "latency", "throughput", "video", "training"],
+    p.add_argument("--only", nargs="*", default=["cold", "latency", "throughput", "video", "finder", "training"],
                    help="which benchmarks; training alone takes about 12 minutes here")
     args = p.parse_args(argv)
     model, ckpt = Path(args.model), Path(args.checkpoint)
@@ -252,6 +277,8 @@ def main(argv=None) -> int:
         results["throughput_images_per_s"] = throughput(model, ckpt, images, args.repeats)
     if "video" in args.only:
         results["video_640x480"] = video_fps(model, images, labels, 150, max(3, args.repeats // 2))
+    if "finder" in args.only:
+        results["finder_work_side"] = finder_scale(model, images, labels)
     if "training" in args.only:
         results["training_time_to_99"] = training()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -281,6 +308,10 @@ def format_table(r: dict) -> str:
         for k, v in r["video_640x480"].items():
             lines.append(f"| {k} | {v['fps_in_memory']['median']:.0f} | {v['fps_with_decoding']['median']:.0f} | "
                          f"{v['locate_ms_p50']:.2f} | {v['infer_ms_p50']:.2f} |")
+    if "finder_work_side" in r:
+        lines += ["", "| detection resolution (long side) | exact match, 300 photos of 1-4 digits | FPS |", "|---|---|---|"]
+        for k, v in r["finder_work_side"].items():
+            lines.append(f"| {k} | {v['exact_match']:.1%} | {v['fps']:.0f} |")
     if "training_time_to_99" in r:
         lines += ["", "| training recipe | time to 99.0% test | total | final test acc |", "|---|---|---|---|"]
         for k, v in r["training_time_to_99"].items():

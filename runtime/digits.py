@@ -18,7 +18,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class FinderSettings:
-    work_side: int = 640  # detection runs with the longer image side at most this
+    work_side: int = 480  # detection runs with the longer image side at most this (see README: speed)
     min_contrast: int = 40  # grey levels ink must stand above the paper; below: no digit
     min_height: float = 0.06  # a digit is at least this share of the shorter image side
     relative_height: float = 0.4  # ...and at least this share of the tallest digit found
