@@ -288,35 +288,34 @@ def main(argv=None) -> int:
     return 0
 
 
+def _reached(v: dict) -> str:
+    return f"{v['time_to_99_s']:.0f} s" if v["time_to_99_s"] is not None else "not reached"
+
+
+# (result key, column headings after the name, one row's cells)
+TABLES = [
+    ("cold_start_s", "cold start, one image | median s | min | max | x floor (median)",
+     lambda v: f"{v['median']:.3f} | {v['min']:.3f} | {v['max']:.3f} | {v['ratio_to_floor']['median']:.2f}"),
+    ("warm_latency", "warm single image (28x28 tile) | p50 ms | p99 ms",
+     lambda v: f"{v['p50_ms']:.3f} | {v['p99_ms']:.3f}"),
+    ("throughput_images_per_s", "10k MNIST test images, batch 1000 | median img/s | min | max | x pytorch",
+     lambda v: f"{v['median']:.0f} | {v['min']:.0f} | {v['max']:.0f} | {v['ratio_to_pytorch']:.2f}"),
+    ("video_640x480", "640x480 video, whole reading pipeline | FPS in memory | FPS incl. decoding | locate ms p50 | infer ms p50",
+     lambda v: f"{v['fps_in_memory']['median']:.0f} | {v['fps_with_decoding']['median']:.0f} | "
+               f"{v['locate_ms_p50']:.2f} | {v['infer_ms_p50']:.2f}"),
+    ("finder_work_side", "detection resolution (long side) | exact match, 300 photos of 1-4 digits | FPS",
+     lambda v: f"{v['exact_match']:.1%} | {v['fps']:.0f}"),
+    ("training_time_to_99", "training recipe | time to 99.0% test | total | final test acc",
+     lambda v: f"{_reached(v)} | {v['total_s']:.0f} s | {v['final_test_acc']:.2%}"),
+]
+
+
 def format_table(r: dict) -> str:
     lines = [f"machine: {r['machine']}"]
-    if "cold_start_s" in r:
-        lines += ["", "| cold start, one image | median s | min | max | x floor (median) |", "|---|---|---|---|---|"]
-        for k, v in r["cold_start_s"].items():
-            lines.append(f"| {k} | {v['median']:.3f} | {v['min']:.3f} | {v['max']:.3f} | {v['ratio_to_floor']['median']:.2f} |")
-    if "warm_latency" in r:
-        lines += ["", "| warm single image (28x28 tile) | p50 ms | p99 ms |", "|---|---|---|"]
-        for k, v in r["warm_latency"].items():
-            lines.append(f"| {k} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} |")
-    if "throughput_images_per_s" in r:
-        lines += ["", "| 10k MNIST test images, batch 1000 | median img/s | min | max | x pytorch |", "|---|---|---|---|---|"]
-        for k, v in r["throughput_images_per_s"].items():
-            lines.append(f"| {k} | {v['median']:.0f} | {v['min']:.0f} | {v['max']:.0f} | {v['ratio_to_pytorch']:.2f} |")
-    if "video_640x480" in r:
-        lines += ["", "| 640x480 video, whole reading pipeline | FPS in memory | FPS incl. decoding | locate ms p50 | infer ms p50 |",
-                  "|---|---|---|---|---|"]
-        for k, v in r["video_640x480"].items():
-            lines.append(f"| {k} | {v['fps_in_memory']['median']:.0f} | {v['fps_with_decoding']['median']:.0f} | "
-                         f"{v['locate_ms_p50']:.2f} | {v['infer_ms_p50']:.2f} |")
-    if "finder_work_side" in r:
-        lines += ["", "| detection resolution (long side) | exact match, 300 photos of 1-4 digits | FPS |", "|---|---|---|"]
-        for k, v in r["finder_work_side"].items():
-            lines.append(f"| {k} | {v['exact_match']:.1%} | {v['fps']:.0f} |")
-    if "training_time_to_99" in r:
-        lines += ["", "| training recipe | time to 99.0% test | total | final test acc |", "|---|---|---|---|"]
-        for k, v in r["training_time_to_99"].items():
-            reached = f"{v['time_to_99_s']:.0f} s" if v["time_to_99_s"] is not None else "not reached"
-            lines.append(f"| {k} | {reached} | {v['total_s']:.0f} s | {v['final_test_acc']:.2%} |")
+    for key, heading, row in TABLES:
+        if key in r:
+            lines += ["", f"| {heading} |", "|---" * (heading.count("|") + 1) + "|"]
+            lines += [f"| {name} | {row(v)} |" for name, v in r[key].items()]
     return "\n".join(lines)
 
 
