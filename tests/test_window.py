@@ -86,14 +86,25 @@ def test_live_window_quits_on_q(exported, mnist_test, tmp_path, xvfb):
     try:
         window = ""
         for _ in range(50):
-            window = subprocess.run(["xdotool", "search", "--name", WINDOW_TITLE], env=env,
+            window = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", WINDOW_TITLE], env=env,
                                     capture_output=True, text=True).stdout.strip()
             if window:
                 break
             time.sleep(0.2)
         assert window, "no run-digit window appeared"
-        subprocess.run(["xdotool", "key", "--window", window.splitlines()[0], "q"], env=env, check=True)
-        out, err = proc.communicate(timeout=30)
+        # Real key events (XTEST) to the focused window: Qt ignores synthetic XSendEvent keys.
+        target = window.splitlines()[-1]
+        subprocess.run(["xdotool", "mousemove", "100", "100"], env=env, check=True)
+        subprocess.run(["xdotool", "windowfocus", "--sync", target], env=env, check=False, timeout=10)
+        for _ in range(20):
+            subprocess.run(["xdotool", "key", "q"], env=env, check=True)
+            try:
+                out, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
