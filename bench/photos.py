@@ -16,7 +16,10 @@ def render_photo(tiles: list[np.ndarray], rng: np.random.Generator, size=(640, 4
     w, h = size
     dh = int(digit_height or rng.uniform(0.25, 0.5) * h)
     gap = int(dh * rng.uniform(0.05, 0.25))
-    cells = [cv2.resize(_crop_ink(t), None, fx=dh / 20, fy=dh / 20, interpolation=cv2.INTER_CUBIC) for t in tiles]
+    # MNIST ink is at most 20 px tall; larger tiles (printed glyphs) scale by their own height.
+    crops = [_crop_ink(t) for t in tiles]
+    cells = [cv2.resize(c, None, fx=dh / max(20, c.shape[0]), fy=dh / max(20, c.shape[0]), interpolation=cv2.INTER_CUBIC)
+             for c in crops]
     total_w = sum(c.shape[1] for c in cells) + gap * (len(cells) - 1)
     if total_w > 0.9 * w:  # shrink a long number to fit the frame
         f = 0.9 * w / total_w

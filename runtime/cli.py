@@ -16,12 +16,13 @@ import cv2
 from runtime.errors import InputError, ModelError
 from runtime.imageio import DEFAULT_MAX_PIXELS, read_image
 from runtime.model import Model
-from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader, Reading
+from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader, Reading, parse_roi
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODEL = "artifacts/digits.onnx"
 KEY_QUIT = {ord("q"), 27}  # q or Esc
 KEY_PAUSE = ord(" ")
+KEY_SNAPSHOT = ord("s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
                    help="digits below this softmax confidence are not reported")
     g.add_argument("--single", action="store_true", help="read only the most prominent digit")
+    g.add_argument("--roi", metavar="X,Y,W,H", help="read only inside this box (pixels); boxes stay in image coordinates")
     g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images that declare more pixels than this, before decoding them")
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="one JSON object per image or frame on stdout")
     g.add_argument("--speak", action="store_true", help="say the reading aloud (pyttsx3 / espeak-ng)")
     g.add_argument("--no-window", action="store_true", help="never open a window (none opens without a display)")
+    g.add_argument("--save", metavar="OUT.mp4", help="with --video or --camera, write the annotated frames (.mp4 .avi .mkv .mov)")
     g.add_argument("--delay", type=int, default=0, metavar="MS",
                    help="with a window, show each image this long (0 = until a key is pressed)")
     return p
@@ -77,13 +80,21 @@ def main(argv=None) -> int:
     if not 0.0 <= args.min_confidence <= 1.0:
         print("run-digit: error: --min-confidence must be between 0 and 1", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        roi = parse_roi(args.roi) if args.roi else None
+    except ValueError as exc:
+        print(f"run-digit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.save and args.image:
+        print("run-digit: error: --save is for --video and --camera", file=sys.stderr)
+        return EXIT_USAGE
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages, not OpenCV's
     try:
         model = Model(args.model, args.backend, args.device)
     except ModelError as exc:
         print(f"run-digit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    reader = DigitReader(model, args.min_confidence, args.single)
+    reader = DigitReader(model, args.min_confidence, args.single, roi=roi)
     out = Output(args.json)
     window = _open_window(args)
     try:
@@ -122,25 +133,26 @@ def read_images(paths: list[str], reader: DigitReader, out: Output, window, args
             if isinstance(path, InputError):
                 raise path
             image = read_image(path, args.max_pixels)
+            reading = reader.read(image)
         except InputError as exc:
-            out.error(name, str(exc))
+            message = str(exc) if str(exc).startswith(name) else f"{name}: {exc}"
+            out.error(name, message)
             failed += 1
             continue
-        reading = reader.read(image)
         out.result(name, reading)
         if speaker:
             speaker.say(reading.text)
         if window is not None:
             from runtime.display import annotate
 
-            if window.show(annotate(image, reading), args.delay) in KEY_QUIT:
+            if window.show(annotate(image, reading, roi=reader.roi), args.delay) in KEY_QUIT:
                 window.close()
                 window = None
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
 def read_stream(args, reader: DigitReader, out: Output, window) -> int:
-    from runtime.display import annotate
+    from runtime.recording import VideoRecorder
     from runtime.sources import open_camera, open_video
     from runtime.speech import SpeakOnChange
 
@@ -149,8 +161,28 @@ def read_stream(args, reader: DigitReader, out: Output, window) -> int:
     except InputError as exc:
         out.error(args.video or f"camera {args.camera}", str(exc))
         return EXIT_INPUT_FAILED
+    try:
+        recorder = VideoRecorder(args.save, source.fps) if args.save else None
+    except InputError as exc:
+        print(f"run-digit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     speech = _speaker(args, threaded=True)
     on_change = SpeakOnChange(speech.say) if speech else None
+    try:
+        return _stream_loop(args, source, reader, out, window, recorder, on_change)
+    except InputError as exc:
+        out.error(source.name, f"{source.name}: {exc}")
+        return EXIT_INPUT_FAILED
+    finally:
+        if recorder:
+            recorder.close()
+        if speech:
+            speech.close()
+
+
+def _stream_loop(args, source, reader: DigitReader, out: Output, window, recorder, on_change) -> int:
+    from runtime.display import annotate
+
     last_text, fps, t_prev = None, 0.0, time.perf_counter()
     frame_ms = 1000.0 / source.fps
     for index, frame in enumerate(source):
@@ -166,17 +198,24 @@ def read_stream(args, reader: DigitReader, out: Output, window) -> int:
         last_text = reading.text
         if on_change:
             on_change.update(reading.text)
+        if window is None and recorder is None:
+            continue
+        status = f"{fps:.0f} FPS  infer {reading.ms['infer']:.2f} ms"
+        if recorder:
+            recorder.write(annotate(frame, reading, status, roi=reader.roi, fit=False))
         if window is not None:
-            status = f"{fps:.0f} FPS  infer {reading.ms['infer']:.2f} ms"
+            shown = annotate(frame, reading, status, roi=reader.roi)
             # A video file in a window plays at its own frame rate; headless runs go flat out.
             wait = 1 if source.is_camera else max(1, int(frame_ms - (time.perf_counter() - started) * 1e3))
-            key = window.show(annotate(frame, reading, status), wait)
+            key = window.show(shown, wait)
             if key == KEY_PAUSE:
-                key = _paused(window, annotate(frame, reading, status + "  (paused: space resumes)"))
+                key = _paused(window, annotate(frame, reading, status + "  (paused: space resumes)", roi=reader.roi))
+            if key == KEY_SNAPSHOT:
+                snapshot = f"snapshot-{index:06d}.png"
+                cv2.imwrite(snapshot, shown)
+                print(f"run-digit: saved {snapshot}", file=sys.stderr)
             if key in KEY_QUIT or window.closed():
                 break
-    if speech:
-        speech.close()
     if source.ended_early:
         if source.count == 0:
             out.error(source.name, f"{source.name}: {source.ended_early}")

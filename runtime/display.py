@@ -10,7 +10,7 @@ import numpy as np
 from runtime.reader import Reading
 
 WINDOW_TITLE = "run-digit"
-GREEN, BLACK, WHITE = (60, 200, 60), (0, 0, 0), (255, 255, 255)
+GREEN, BLACK, WHITE, YELLOW = (60, 200, 60), (0, 0, 0), (255, 255, 255), (0, 220, 255)
 
 
 def display_available() -> bool:
@@ -20,16 +20,19 @@ def display_available() -> bool:
     return True
 
 
-def annotate(image: np.ndarray, reading: Reading, status: str = "") -> np.ndarray:
-    """A BGR copy of the image with the reading drawn on it, scaled to a viewable size."""
+def annotate(image: np.ndarray, reading: Reading, status: str = "", roi=None, fit: bool = True) -> np.ndarray:
+    """A BGR copy of the image with the reading drawn on it; fit: scaled to a viewable size."""
     frame = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
     h, w = frame.shape[:2]
     scale = 1.0
-    if max(h, w) < 320 or max(h, w) > 1280:  # tiles become visible, huge photos fit a screen
+    if fit and (max(h, w) < 320 or max(h, w) > 1280):  # tiles become visible, huge photos fit a screen
         scale = (320 if max(h, w) < 320 else 1280) / max(h, w)
         frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))),
                            interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
     thick = max(1, round(max(frame.shape[:2]) / 320))
+    if roi is not None:
+        x, y, bw, bh = (round(v * scale) for v in roi)
+        cv2.rectangle(frame, (x, y), (x + bw, y + bh), YELLOW, thick)
     for d in reading.digits:
         x, y, bw, bh = (round(v * scale) for v in d.box)
         cv2.rectangle(frame, (x, y), (x + bw, y + bh), GREEN, thick)

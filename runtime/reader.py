@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.digits import FinderSettings, bright_ink, find_digits, to_gray
+from runtime.errors import InputError
 from runtime.model import Model
 from runtime.preprocess import resize_to_input
 
@@ -37,13 +38,38 @@ class Reading:
                 "ms": {k: round(v, 3) for k, v in self.ms.items()}}
 
 
+Box = tuple[int, int, int, int]  # x, y, w, h
+
+
+def parse_roi(text: str) -> Box:
+    """'x,y,w,h' in pixels -> a box; ValueError says what is wrong."""
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 4 or not all(p.lstrip("-").isdigit() for p in parts):
+        raise ValueError(f"--roi {text!r}: expected x,y,w,h in pixels, e.g. 100,50,320,240")
+    x, y, w, h = (int(p) for p in parts)
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        raise ValueError(f"--roi {text!r}: x and y must be >= 0, w and h > 0")
+    return x, y, w, h
+
+
+def clip_roi(roi: Box | None, shape) -> Box:
+    """The part of roi inside an image of this shape (the whole image without a roi)."""
+    ih, iw = shape[:2]
+    if roi is None:
+        return 0, 0, iw, ih
+    x, y, w, h = roi
+    x1, y1 = min(x + w, iw), min(y + h, ih)
+    return x, y, max(0, x1 - x), max(0, y1 - y)
+
+
 class DigitReader:
     def __init__(self, model: Model, min_confidence: float = DEFAULT_MIN_CONFIDENCE, single: bool = False,
-                 finder: FinderSettings = FinderSettings()):
+                 finder: FinderSettings = FinderSettings(), roi: Box | None = None):
         self.model = model
         self.min_confidence = min_confidence
         self.single = single
         self.finder = finder
+        self.roi = roi  # read only inside this box; reported boxes stay in image coordinates
         pp = model.info.preprocess
         self._locate = self._locate_digits if pp.fit == "digit" else self._locate_whole
 
@@ -53,12 +79,16 @@ class DigitReader:
 
     def read(self, image: np.ndarray) -> Reading:
         t0 = time.perf_counter()
-        boxes, tiles = self._locate(image)
+        rx, ry, rw, rh = clip_roi(self.roi, image.shape)
+        if rw == 0 or rh == 0:
+            raise InputError(f"the region {self.roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
+        boxes, tiles = self._locate(image[ry : ry + rh, rx : rx + rw] if self.roi else image)
         t1 = time.perf_counter()
         best, conf = self.model.classify(tiles)
         t2 = time.perf_counter()
         labels = self.model.labels
-        digits = [Digit(labels[i], float(c), b) for i, c, b in zip(best, conf, boxes) if c >= self.min_confidence]
+        digits = [Digit(labels[i], float(c), (b[0] + rx, b[1] + ry, b[2], b[3]))
+                  for i, c, b in zip(best, conf, boxes) if c >= self.min_confidence]
         return Reading(digits, {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3})
 
     def _locate_digits(self, image: np.ndarray):

@@ -276,3 +276,42 @@ def test_photos_of_a_nine_print_nine(exported, tmp_path, capsys):
     assert code == EXIT_OK and len(results) == len(paths)
     texts = [r["text"] for r in results]
     assert texts.count("9") >= len(paths) - 1, texts
+
+
+def test_roi_reads_only_inside_and_keeps_image_coordinates(exported, mnist_test, tmp_path, capsys):
+    model, _ = exported
+    images, labels = mnist_test
+    photo = render_photo([images[0], images[1]], np.random.default_rng(11))
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), photo)
+    code, out, _ = run_cli(capsys, "--model", str(model), "--json", "--image", str(path))
+    both = json_lines(out)[0]["digits"]
+    assert [d["label"] for d in both] == [str(labels[0]), str(labels[1])]
+    x0, y0, w0, h0 = both[1]["box"]
+    roi = f"{x0 - 5},{max(0, y0 - 5)},{w0 + 10},{h0 + 10}"
+    code, out, _ = run_cli(capsys, "--model", str(model), "--json", "--roi", roi, "--image", str(path))
+    only = json_lines(out)[0]["digits"]
+    assert code == EXIT_OK and [d["label"] for d in only] == [str(labels[1])]
+    assert abs(only[0]["box"][0] - x0) <= 2 and abs(only[0]["box"][1] - y0) <= 2
+
+
+def test_save_writes_the_annotated_video(exported, mnist_test, tmp_path, capsys):
+    model, _ = exported
+    images, _ = mnist_test
+    rng = np.random.default_rng(8)
+    video = write_video(tmp_path / "in.avi", [render_photo([images[2]], rng) for _ in range(8)])
+    saved = tmp_path / "annotated.mp4"
+    code, out, err = run_cli(capsys, "--model", str(model), "--video", str(video), "--save", str(saved))
+    assert code == EXIT_OK, err
+    cap = cv2.VideoCapture(str(saved))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    assert len(frames) == 8 and frames[0].shape == (480, 640, 3)
+    green = np.all(np.abs(frames[0].astype(int) - np.array([60, 200, 60])) <= 40, axis=2)
+    assert green.sum() > 100, "no boxes drawn in the saved video"
+    assert not list(tmp_path.glob(".*part*")), "temporary file left behind"
+    assert run_cli(capsys, "--model", str(model), "--image", str(video), "--save", str(saved))[0] == EXIT_USAGE

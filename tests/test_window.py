@@ -69,7 +69,7 @@ def test_window_shows_the_reading(exported, mnist_test, tmp_path, xvfb):
     assert out.startswith(f"{photo}: {labels[0]}{labels[1]}") and err == ""
 
 
-def test_live_window_quits_on_q(exported, mnist_test, tmp_path, xvfb):
+def test_live_window_snapshot_and_quit_keys(exported, mnist_test, tmp_path, xvfb):
     """A long video in a window: pressing q ends the run cleanly, before the video ends."""
     model, _ = exported
     images, _ = mnist_test
@@ -82,7 +82,7 @@ def test_live_window_quits_on_q(exported, mnist_test, tmp_path, xvfb):
     writer.release()
     env = {**os.environ, "DISPLAY": xvfb}
     proc = subprocess.Popen([sys.executable, "-m", "runtime", "--model", str(model), "--video", str(video), "--json"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         window = ""
         for _ in range(50):
@@ -96,6 +96,8 @@ def test_live_window_quits_on_q(exported, mnist_test, tmp_path, xvfb):
         target = window.splitlines()[-1]
         subprocess.run(["xdotool", "mousemove", "100", "100"], env=env, check=True)
         subprocess.run(["xdotool", "windowfocus", "--sync", target], env=env, check=False, timeout=10)
+        subprocess.run(["xdotool", "key", "s"], env=env, check=True)
+        time.sleep(0.3)
         for _ in range(20):
             subprocess.run(["xdotool", "key", "q"], env=env, check=True)
             try:
@@ -110,3 +112,6 @@ def test_live_window_quits_on_q(exported, mnist_test, tmp_path, xvfb):
     assert proc.returncode == 0, err
     lines = out.splitlines()
     assert 0 < len(lines) < len(frames), "q did not stop the run early"
+    snapshots = list(tmp_path.glob("snapshot-*.png"))
+    assert len(snapshots) == 1 and "saved snapshot-" in err
+    assert cv2.imread(str(snapshots[0])).shape == (480, 640, 3)
