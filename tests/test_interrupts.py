@@ -48,16 +48,24 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path):
 
 
 def test_sigkill_at_any_moment_leaves_loadable_checkpoints(tmp_path):
-    for delay in (0.5, 3.0, 6.0, 9.0):
-        run = tmp_path / f"kill-{delay}"
+    """Kill at start-up, right as the first checkpoint lands, and in the middle of later epochs."""
+    moments = {
+        "start-up": lambda run, proc: time.sleep(0.5),
+        "first save": lambda run, proc: wait_for(run / "digits.pt", proc),
+        "mid epoch 2": lambda run, proc: (wait_for(run / "run" / "last.pt", proc), time.sleep(0.7)),
+        "later": lambda run, proc: (wait_for(run / "run" / "last.pt", proc), time.sleep(2.3)),
+    }
+    for name, wait in moments.items():
+        run = tmp_path / name.replace(" ", "-")
         proc = start(train_cmd(run, "--epochs", "40"))
-        time.sleep(delay)
+        wait(run, proc)
         proc.kill()
         proc.communicate()
-        for name in ("digits.pt", "run/last.pt"):
-            if (run / name).exists():
-                checkpoint.load(run / name)  # raises on a torn file
-    assert any((tmp_path / f"kill-{d}" / "digits.pt").exists() for d in (6.0, 9.0)), "no kill landed after a save"
+        for artifact in ("digits.pt", "run/last.pt"):
+            if (run / artifact).exists():
+                checkpoint.load(run / artifact)  # raises on a torn file
+        if name != "start-up":
+            assert (run / "digits.pt").exists()
 
 
 def test_diverging_loss_stops_and_keeps_the_best(trained, tmp_path):
