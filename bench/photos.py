@@ -11,11 +11,13 @@ import numpy as np
 
 
 def render_photo(tiles: list[np.ndarray], rng: np.random.Generator, size=(640, 480),
-                 digit_height: float | None = None, tint=True, jpeg_quality: int | None = 85) -> np.ndarray:
-    """A BGR photo of the tiles written left to right on paper."""
+                 digit_height: float | None = None, tint=True, jpeg_quality: int | None = 85,
+                 gap=(0.05, 0.25)) -> np.ndarray:
+    """A BGR photo of the tiles written left to right on paper; gap is a share of the digit
+    height between neighbours (negative: they touch)."""
     w, h = size
     dh = int(digit_height or rng.uniform(0.25, 0.5) * h)
-    gap = int(dh * rng.uniform(0.05, 0.25))
+    gap = int(dh * rng.uniform(*gap))
     # MNIST ink is at most 20 px tall; larger tiles (printed glyphs) scale by their own height.
     crops = [_crop_ink(t) for t in tiles]
     cells = [cv2.resize(c, None, fx=dh / max(20, c.shape[0]), fy=dh / max(20, c.shape[0]), interpolation=cv2.INTER_CUBIC)

@@ -5,6 +5,7 @@ Generated here from data the model never trained on, seeded, in memory:
   uci     scikit-learn's UCI optical digits (8x8 scans by other writers), photographed the same way
   printed digits in OpenCV's Hershey fonts and the TrueType fonts found here, photographed
   numbers 3-5 digit numbers of MNIST test digits
+  touching 2-4 digit numbers whose digits touch or overlap
   blank   pages with no digit (blank, shadows, paper texture): must read ""
   not-digits  letters, a doodled face, scribbles: must read "" (this sets --min-confidence)
 Beside run-digit's reader, the classic approach (the whole frame resized to 28x28) runs on
@@ -95,7 +96,7 @@ def wild_set(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, s
     uci = load_digits()
     uci_tiles = np.clip(uci.images * 16, 0, 255).astype(np.uint8)
     ttf = sorted(glob.glob("/usr/share/fonts/truetype/*/*.ttf"))[:12]
-    sets: dict[str, list] = {k: [] for k in ("mnist", "uci", "printed", "numbers", "blank", "not-digits")}
+    sets: dict[str, list] = {k: [] for k in ("mnist", "uci", "printed", "numbers", "touching", "blank", "not-digits")}
     for _ in range(count):
         i = int(rng.integers(len(images)))
         sets["mnist"].append((degrade(render_photo([images[i]], rng), rng), str(labels[i])))
@@ -106,6 +107,9 @@ def wild_set(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, s
         sets["printed"].append((degrade(render_photo([printed_tile(d, rng, ttf)], rng), rng), d))
         idx = rng.choice(len(images), int(rng.integers(3, 6)), replace=False)
         sets["numbers"].append((degrade(render_photo([images[k] for k in idx], rng), rng), "".join(str(labels[k]) for k in idx)))
+        idx = rng.choice(len(images), int(rng.integers(2, 5)), replace=False)
+        touching = render_photo([images[k] for k in idx], rng, gap=(-0.15, -0.03))
+        sets["touching"].append((degrade(touching, rng), "".join(str(labels[k]) for k in idx)))
         sets["blank"].append((blank_page(rng), ""))
         sets["not-digits"].append((degrade(render_photo([not_a_digit_tile(rng)], rng), rng), ""))
     return sets

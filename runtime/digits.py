@@ -5,8 +5,9 @@ MNIST digits are light ink on black, scaled to fit 20x20 keeping aspect, then pl
 size and place, under uneven light. The pipeline, all at a bounded working resolution:
   polarity (which tail of the histogram is ink) -> ink made bright -> background removed
   with a morphological top-hat (uneven light and shadows) -> Otsu threshold with a floor
-  -> connected components -> pieces of one digit merged by horizontal overlap -> each
-  digit masked, contrast-stretched and normalised into a tile, left to right.
+  -> connected components -> pieces of one digit merged by horizontal overlap, touching
+  digits cut at the thinnest ink column -> each digit masked, contrast-stretched and
+  normalised into a tile, left to right.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class FinderSettings:
     min_height: float = 0.06  # a digit is at least this share of the shorter image side
     relative_height: float = 0.4  # ...and at least this share of the tallest digit found
     max_aspect: float = 2.5  # wider than this x height: a line, not a digit
+    split_aspect: float = 1.15  # ink wider than this x height may be several touching digits
     fill: int = 20  # MNIST: the digit fits in a fill x fill box...
     tile: int = 28  # ...centred by mass in a tile x tile image
 
@@ -32,6 +34,9 @@ class Candidate:
     box: tuple[int, int, int, int]  # x, y, w, h in the original image
     tile: np.ndarray  # uint8 tile x tile, light ink on black
     area: int  # ink pixels at working scale, for ranking prominence
+    # Wide ink is offered both ways: (group, "whole") and its (group, "piece")s; the reader
+    # keeps whichever the classifier is surer of.
+    split: tuple[int, str] | None = None
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -90,17 +95,51 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings()) 
     thresh = max(otsu, settings.min_contrast)
     binary = (ink > thresh).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    groups = _group_components(stats[1:], h, w, settings)
+    groups, min_h = _group_components(stats[1:], h, w, settings)
     found = []
-    for members in groups:
-        x, y, bw, bh = _union_box(stats[1:][members])
-        mask = np.isin(labels[y : y + bh, x : x + bw], [i + 1 for i in members])
-        mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        crop = np.where(mask, ink[y : y + bh, x : x + bw], 0)
-        tile = normalise_tile(_stretch(crop, thresh), settings.fill, settings.tile)
-        box = tuple(int(round(v / scale)) for v in (x, y, bw, bh))
-        found.append(Candidate(box, tile, int(stats[1:][members, cv2.CC_STAT_AREA].sum())))
+    for number, members in enumerate(groups):
+        gx, gy, gw, gh = _union_box(stats[1:][members])
+        group_mask = np.isin(labels[gy : gy + gh, gx : gx + gw], [i + 1 for i in members])
+        pieces = _split_touching(group_mask, settings.split_aspect)
+        if len(pieces) > 1:
+            pieces = [(0, gw, (number, "whole"))] + [(c0, c1, (number, "piece")) for c0, c1 in pieces]
+        else:
+            pieces = [(0, gw, None)]
+        for c0, c1, split in pieces:
+            rows = np.flatnonzero(group_mask[:, c0:c1].any(axis=1))
+            if rows.size == 0:
+                continue
+            r0, r1 = int(rows[0]), int(rows[-1]) + 1
+            x, y, bw, bh = gx + c0, gy + r0, c1 - c0, r1 - r0
+            if bh < min_h or bw > settings.max_aspect * bh:  # too small, or a line rather than a digit
+                continue
+            mask = group_mask[r0:r1, c0:c1]
+            area = int(mask.sum())
+            mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            crop = np.where(mask, ink[y : y + bh, x : x + bw], 0)
+            tile = normalise_tile(_stretch(crop, thresh), settings.fill, settings.tile)
+            box = tuple(int(round(v / scale)) for v in (x, y, bw, bh))
+            found.append(Candidate(box, tile, area, split))
     return sorted(found, key=lambda c: c.box[0])
+
+
+def _split_touching(mask: np.ndarray, split_aspect: float) -> list[tuple[int, int]]:
+    """Column ranges of the digits in one ink group: touching digits are cut where the
+    column profile of the ink is thinnest, near where equal-width digits would meet."""
+    h, w = mask.shape
+    if w <= split_aspect * h:
+        return [(0, w)]
+    n = max(2, round(w / (0.8 * h)))  # handwritten digits are ~0.5-1.0 x their height wide
+    profile = mask.sum(axis=0)
+    edges, start = [0], 0
+    for k in range(1, n):
+        centre, reach = k * w // n, max(1, w // (3 * n))
+        lo, hi = max(start + 1, centre - reach), min(w - 1, centre + reach)
+        cut = lo + int(np.argmin(profile[lo:hi])) if hi > lo else centre
+        edges.append(cut)
+        start = cut
+    edges.append(w)
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def _stretch(crop: np.ndarray, thresh: float) -> np.ndarray:
@@ -123,8 +162,9 @@ def _union_box(stats: np.ndarray) -> tuple[int, int, int, int]:
     return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
 
-def _group_components(stats: np.ndarray, h: int, w: int, s: FinderSettings) -> list[list[int]]:
-    """Indices of components grouped into digits: pieces overlapping in x belong together."""
+def _group_components(stats: np.ndarray, h: int, w: int, s: FinderSettings) -> tuple[list[list[int]], float]:
+    """Indices of components grouped into digits (pieces overlapping in x belong together),
+    and the minimum height a digit must have."""
     min_area = max(4, int(0.0002 * h * w))
     keep = []
     for i, (x, y, bw, bh, area) in enumerate(stats):
@@ -148,4 +188,4 @@ def _group_components(stats: np.ndarray, h: int, w: int, s: FinderSettings) -> l
     boxes = [_union_box(stats[g]) for g in groups]
     tallest = max((b[3] for b in boxes), default=0)
     min_h = max(s.min_height * min(h, w), s.relative_height * tallest, 6)
-    return [g for g, (_, _, bw, bh) in zip(groups, boxes) if bh >= min_h and bw <= s.max_aspect * bh]
+    return [g for g, (_, _, _, bh) in zip(groups, boxes) if bh >= min_h], min_h

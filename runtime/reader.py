@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.digits import FinderSettings, bright_ink, find_digits, to_gray
+from runtime.digits import Candidate, FinderSettings, bright_ink, find_digits, to_gray
 from runtime.errors import InputError
 from runtime.model import Model
 from runtime.preprocess import resize_to_input
@@ -77,20 +77,22 @@ class DigitReader:
 
     def locate(self, image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
         """(boxes, input-size tiles) of what to classify in an image: the runtime's preprocessing."""
-        return self._locate(image)
+        found = self._locate(image)
+        return [c.box for c in found], [c.tile for c in found]
 
     def read(self, image: np.ndarray) -> Reading:
         t0 = time.perf_counter()
         rx, ry, rw, rh = clip_roi(self.roi, image.shape)
         if rw == 0 or rh == 0:
             raise InputError(f"the region {self.roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
-        boxes, tiles = self._locate(image[ry : ry + rh, rx : rx + rw] if self.roi else image)
+        found = self._locate(image[ry : ry + rh, rx : rx + rw] if self.roi else image)
         t1 = time.perf_counter()
-        best, conf = self.model.classify(tiles)
+        best, conf = self.model.classify([c.tile for c in found])
         t2 = time.perf_counter()
         labels = self.model.labels
-        digits = [Digit(labels[i], float(c), (b[0] + rx, b[1] + ry, b[2], b[3]))
-                  for i, c, b in zip(best, conf, boxes) if c >= self.min_confidence]
+        keep = resolve_splits(found, conf)
+        digits = [Digit(labels[best[k]], float(conf[k]), (b[0] + rx, b[1] + ry, b[2], b[3]))
+                  for k in keep if conf[k] >= self.min_confidence for b in [found[k].box]]
         return Reading(digits, {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3})
 
     def _locate_digits(self, image: np.ndarray):
@@ -99,13 +101,35 @@ class DigitReader:
         if gray.shape == (pp.height, pp.width):
             # Already a normalised tile (e.g. an MNIST image): only the polarity may differ.
             tile = bright_ink(gray)
-            return ([(0, 0, pp.width, pp.height)], [tile]) if int(tile.max()) - int(tile.min()) >= self.finder.min_contrast else ([], [])
+            has_ink = int(tile.max()) - int(tile.min()) >= self.finder.min_contrast
+            return [Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []
         found = find_digits(gray, self.finder)
         if self.single and found:
-            found = [max(found, key=lambda c: c.area)]
-        return [c.box for c in found], [c.tile for c in found]
+            found = [max((c for c in found if not c.split or c.split[1] == "whole"), key=lambda c: c.area)]
+        return found
 
     def _locate_whole(self, image: np.ndarray):
         pp = self.model.info.preprocess
         h, w = image.shape[:2]
-        return [(0, 0, w, h)], [resize_to_input(image, pp)]
+        return [Candidate((0, 0, w, h), resize_to_input(image, pp), h * w)]
+
+
+def resolve_splits(found: list[Candidate], conf: np.ndarray) -> list[int]:
+    """Indices to report: for ink offered whole and in pieces, the reading the classifier
+    is surer of (the pieces win when their least confident beats the whole)."""
+    whole: dict[int, int] = {}
+    pieces: dict[int, list[int]] = {}
+    for k, c in enumerate(found):
+        if c.split:
+            (whole.setdefault(c.split[0], k) if c.split[1] == "whole" else pieces.setdefault(c.split[0], []).append(k))
+    keep = []
+    for k, c in enumerate(found):
+        if not c.split:
+            keep.append(k)
+        elif c.split[1] == "whole":
+            parts = pieces.get(c.split[0], [])
+            if not parts or conf[k] >= min(conf[p] for p in parts):
+                keep.append(k)
+        elif c.split[0] not in whole or min(conf[p] for p in pieces[c.split[0]]) > conf[whole[c.split[0]]]:
+            keep.append(k)
+    return keep

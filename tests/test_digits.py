@@ -40,7 +40,7 @@ def test_finds_each_digit_of_a_number_left_to_right(mnist_test, seed):
     count = int(rng.integers(1, 6))
     picks = rng.choice(len(images), count, replace=False)
     photo = render_photo([images[i] for i in picks], rng)
-    found = find_digits(photo)
+    found = [c for c in find_digits(photo) if not c.split or c.split[1] == "whole"]
     assert len(found) == count
     xs = [c.box[0] for c in found]
     assert xs == sorted(xs)
@@ -78,3 +78,25 @@ def test_any_image_is_located_or_refused_cleanly(image):
         x, y, w, h = c.box
         assert c.tile.shape == (28, 28) and c.tile.dtype == np.uint8
         assert 0 <= x and 0 <= y and x + w <= gray.shape[1] + 1 and y + h <= gray.shape[0] + 1
+
+
+def test_touching_digits_are_offered_whole_and_in_pieces(mnist_test):
+    images, _ = mnist_test
+    photo = render_photo([images[3], images[4]], np.random.default_rng(5), gap=(-0.1, -0.1))  # a 0 touching a 4
+    found = find_digits(photo)
+    whole = [c for c in found if c.split and c.split[1] == "whole"]
+    pieces = [c for c in found if c.split and c.split[1] == "piece"]
+    assert len(whole) == 1 and len(pieces) == 2
+    (wx, _, ww, _), (p1, p2) = whole[0].box, [c.box for c in pieces]
+    assert p1[0] == wx and p1[0] + p1[2] <= p2[0] + 1 and p2[0] + p2[2] == wx + ww
+
+
+def test_resolve_splits_keeps_the_surer_reading():
+    from runtime.digits import Candidate
+    from runtime.reader import resolve_splits
+
+    tile = np.zeros((28, 28), np.uint8)
+    found = [Candidate((0, 0, 5, 5), tile, 1), Candidate((10, 0, 20, 10), tile, 1, (0, "whole")),
+             Candidate((10, 0, 10, 10), tile, 1, (0, "piece")), Candidate((20, 0, 10, 10), tile, 1, (0, "piece"))]
+    assert resolve_splits(found, np.array([0.9, 0.5, 0.95, 0.9])) == [0, 2, 3]  # both pieces surer
+    assert resolve_splits(found, np.array([0.9, 0.97, 0.95, 0.6])) == [0, 1]  # one weak piece: keep whole
