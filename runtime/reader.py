@@ -91,8 +91,11 @@ class DigitReader:
         t2 = time.perf_counter()
         labels = self.model.labels
         keep = resolve_splits(found, conf)
-        digits = [Digit(labels[best[k]], float(conf[k]), (b[0] + rx, b[1] + ry, b[2], b[3]))
-                  for k in keep if conf[k] >= self.min_confidence for b in [found[k].box]]
+        digits = []
+        for k in keep:
+            if conf[k] >= self.min_confidence:
+                x, y, w, h = found[k].box
+                digits.append(Digit(labels[best[k]], float(conf[k]), (x + rx, y + ry, w, h)))
         return Reading(digits, {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3})
 
     def _locate_digits(self, image: np.ndarray):
@@ -120,8 +123,10 @@ def resolve_splits(found: list[Candidate], conf: np.ndarray) -> list[int]:
     whole: dict[int, int] = {}
     pieces: dict[int, list[int]] = {}
     for k, c in enumerate(found):
-        if c.split:
-            (whole.setdefault(c.split[0], k) if c.split[1] == "whole" else pieces.setdefault(c.split[0], []).append(k))
+        if c.split and c.split[1] == "whole":
+            whole[c.split[0]] = k
+        elif c.split:
+            pieces.setdefault(c.split[0], []).append(k)
     keep = []
     for k, c in enumerate(found):
         if not c.split:
