@@ -14,6 +14,7 @@ import time
 import cv2
 
 from runtime.errors import InputError, ModelError
+from runtime.foreign import Overrides, parse_numbers, parse_size
 from runtime.imageio import DEFAULT_MAX_PIXELS, read_image
 from runtime.model import Model
 from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader, Reading, parse_roi
@@ -39,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "opencv"], help="inference engine")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto uses CUDA through onnxruntime when a GPU is present")
+    g = p.add_argument_group("models without digitpipe metadata (these also override a digitpipe file's)")
+    g.add_argument("--mean", help="per-channel mean on the 0..1 pixel scale, e.g. 0.1307 or 0.485,0.456,0.406")
+    g.add_argument("--std", help="per-channel std on the 0..1 pixel scale, e.g. 0.3081")
+    g.add_argument("--labels", help="class names in output order, comma-separated (default: class numbers)")
+    g.add_argument("--size", help="input size N or WxH (default: the graph's input size)")
+    g.add_argument("--rgb", action="store_true", help="the model takes RGB (default for 3 channels: BGR)")
+    g.add_argument("--fit", choices=["digit", "resize"],
+                   help="find digits in the photo, or resize the whole image (default: digit for 1 channel)")
     g = p.add_argument_group("reading")
     g.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
                    help="digits below this softmax confidence are not reported")
@@ -82,6 +91,11 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         roi = parse_roi(args.roi) if args.roi else None
+        overrides = Overrides(
+            mean=parse_numbers(args.mean, "--mean") if args.mean else None,
+            std=parse_numbers(args.std, "--std") if args.std else None,
+            labels=tuple(args.labels.split(",")) if args.labels else None,
+            size=parse_size(args.size) if args.size else None, rgb=args.rgb, fit=args.fit)
     except ValueError as exc:
         print(f"run-digit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -90,7 +104,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages, not OpenCV's
     try:
-        model = Model(args.model, args.backend, args.device)
+        model = Model(args.model, args.backend, args.device, overrides=overrides)
     except ModelError as exc:
         print(f"run-digit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,18 +7,20 @@ import numpy as np
 
 from runtime.backends import BACKENDS
 from runtime.errors import ModelError
-from runtime.metadata import ModelInfo, from_props
+from runtime.foreign import Overrides, describe
+from runtime.metadata import ModelInfo
 from runtime.onnx_props import read_model_summary
 from runtime.preprocess import blob_params, to_blob
 
 
 class Model:
-    def __init__(self, path: str | Path, backend: str = "onnxruntime", device: str = "auto", threads: int = 0):
+    def __init__(self, path: str | Path, backend: str = "onnxruntime", device: str = "auto", threads: int = 0,
+                 overrides: Overrides = Overrides()):
         self.path = Path(path)
         data = _read_model_bytes(self.path)
         try:
-            props, inputs = read_model_summary(data)
-            self.info: ModelInfo = from_props(props)
+            props, inputs, outputs = read_model_summary(data)
+            self.info: ModelInfo = describe(props, inputs, outputs, overrides)
             check_input_matches(self.info, inputs)
         except ModelError as exc:
             raise ModelError(f"{self.path}: {exc}") from None
@@ -61,7 +63,8 @@ def check_input_matches(info: ModelInfo, inputs: dict[str, tuple]) -> None:
     if info.input_name not in inputs:
         raise ModelError(f"the graph has no input {info.input_name!r} (it has {', '.join(inputs) or 'none'})")
     shape = inputs[info.input_name]
-    if len(shape) != 4 or list(shape[1:]) != list(info.input_shape[1:]):
+    fixed_differ = any(isinstance(g, int) and g != m for g, m in zip(shape[1:], info.input_shape[1:]))
+    if len(shape) != 4 or fixed_differ:  # a named (dynamic) dimension takes any size
         raise ModelError(f"the graph input {info.input_name!r} has shape {list(shape)}, "
                          f"the metadata says {list(info.input_shape)}")
 

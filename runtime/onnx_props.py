@@ -3,15 +3,15 @@
 The runtime needs the metadata before it picks a backend, and the `onnx` package is a
 training-side dependency, so this walks the few protobuf fields it needs itself:
 ModelProto: ir_version = 1, graph = 7, metadata_props = 14 (key = 1, value = 2);
-GraphProto: input = 11 (ValueInfoProto: name = 1, type = 2 -> tensor_type = 1 -> shape = 2
--> dim = 1 (dim_value = 1, dim_param = 2)).
+GraphProto: input = 11, output = 12 (ValueInfoProto: name = 1, type = 2 -> tensor_type = 1
+-> shape = 2 -> dim = 1 (dim_value = 1, dim_param = 2)).
 """
 from __future__ import annotations
 
 from runtime.errors import ModelError
 
 _IR_VERSION, _GRAPH, _METADATA_PROPS = 1, 7, 14
-_GRAPH_INPUT = 11
+_GRAPH_INPUT, _GRAPH_OUTPUT = 11, 12
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -54,10 +54,11 @@ def read_metadata_props(model_bytes: bytes) -> dict[str, str]:
     return read_model_summary(model_bytes)[0]
 
 
-def read_model_summary(model_bytes: bytes) -> tuple[dict[str, str], dict[str, tuple]]:
-    """(metadata_props, {graph input name: shape}); a dimension is an int or a name."""
+def read_model_summary(model_bytes: bytes) -> tuple[dict[str, str], dict[str, tuple], dict[str, tuple]]:
+    """(metadata_props, {input name: shape}, {output name: shape}); a dimension is an int or a name."""
     props: dict[str, str] = {}
     inputs: dict[str, tuple] = {}
+    outputs: dict[str, tuple] = {}
     seen_ir = seen_graph = False
     try:
         for field, wire, value in _fields(memoryview(model_bytes)):
@@ -65,7 +66,8 @@ def read_model_summary(model_bytes: bytes) -> tuple[dict[str, str], dict[str, tu
                 seen_ir = True
             elif field == _GRAPH and wire == 2:
                 seen_graph = True
-                inputs = _graph_inputs(value)
+                inputs = dict(_graph_values(value, _GRAPH_INPUT))
+                outputs = dict(_graph_values(value, _GRAPH_OUTPUT))
             elif field == _METADATA_PROPS and wire == 2:
                 entry = {f: bytes(v).decode("utf-8") for f, w, v in _fields(value) if w == 2}
                 props[entry.get(1, "")] = entry.get(2, "")
@@ -73,13 +75,14 @@ def read_model_summary(model_bytes: bytes) -> tuple[dict[str, str], dict[str, tu
         raise ModelError(f"not an ONNX model ({exc})") from None
     if not (seen_ir and seen_graph):
         raise ModelError("not an ONNX model (no ir_version or graph)")
-    return props, inputs
+    return props, inputs, outputs
 
 
-def _graph_inputs(graph: memoryview) -> dict[str, tuple]:
-    inputs = {}
+def _graph_values(graph: memoryview, which: int) -> list[tuple[str, tuple]]:
+    """(name, shape) of each graph input (which=11) or output (which=12)."""
+    values = []
     for field, wire, value in _fields(graph):
-        if field != _GRAPH_INPUT or wire != 2:
+        if field != which or wire != 2:
             continue
         name, shape = "", ()
         for f, w, v in _fields(value):
@@ -87,8 +90,8 @@ def _graph_inputs(graph: memoryview) -> dict[str, tuple]:
                 name = bytes(v).decode("utf-8")
             elif f == 2 and w == 2:
                 shape = _tensor_shape(v)
-        inputs[name] = shape
-    return inputs
+        values.append((name, shape))
+    return values
 
 
 def _tensor_shape(type_proto: memoryview) -> tuple:
