@@ -80,6 +80,18 @@ def test_checkpoint_roundtrip_is_weights_only(tmp_path):
     assert not list(tmp_path.glob("*.part")), "temporary file left behind"
 
 
+def test_atomic_write_clears_temp_files_of_killed_writers(tmp_path):
+    from train.files import atomic_write_bytes
+
+    stale = tmp_path / ".d.pt.abc123.part"
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.pt.abc123.part"
+    other.write_bytes(b"someone else's")
+    atomic_write_bytes(tmp_path / "d.pt", b"complete")
+    assert (tmp_path / "d.pt").read_bytes() == b"complete"
+    assert not stale.exists() and other.exists()
+
+
 def test_checkpoint_errors_are_one_line(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
         checkpoint.load(tmp_path / "missing.pt")

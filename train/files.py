@@ -1,6 +1,7 @@
 """Atomic file writes: a crash or kill leaves the old file or the new one, never half."""
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -9,6 +10,10 @@ from pathlib import Path
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A writer killed between write and rename leaves its temp file: clear those first
+    # (one writer per target is assumed, as for checkpoints and exports).
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
