@@ -59,20 +59,24 @@ def cold_start(model: Path, ckpt: Path, image: Path, repeats: int) -> dict:
     return {k: {**stats(v), "ratio_to_floor": stats([a / b for a, b in zip(v, floor)])} for k, v in times.items()}
 
 
+def load_contenders(model: Path, ckpt: Path):
+    """(PyTorch model, dataset spec, {backend: runtime Model}) for side-by-side timing."""
+    from runtime.model import Model
+    from train import checkpoint
+    from train.datasets import DatasetSpec
+
+    ck = checkpoint.load(ckpt)
+    runners = {name: Model(model, backend=name, device="cpu") for name in ("onnxruntime", "opencv")}
+    return checkpoint.model_from_checkpoint(ck), DatasetSpec(**ck["dataset"]), runners
+
+
 def warm_latency(model: Path, ckpt: Path, tile: np.ndarray, repeats: int) -> dict:
     """One image end to end in a warm process: tile -> blob -> logits -> label."""
     import torch
 
-    from runtime.model import Model
-    from train import checkpoint
     from train.data import normalize
-    from train.datasets import DatasetSpec
 
-    torch.set_num_threads(torch.get_num_threads())
-    ck = checkpoint.load(ckpt)
-    net = checkpoint.model_from_checkpoint(ck)
-    spec = DatasetSpec(**ck["dataset"])
-    runners = {name: Model(model, backend=name, device="cpu") for name in ("onnxruntime", "opencv")}
+    net, spec, runners = load_contenders(model, ckpt)
 
     def torch_once():
         with torch.inference_mode():
@@ -97,15 +101,9 @@ def warm_latency(model: Path, ckpt: Path, tile: np.ndarray, repeats: int) -> dic
 def throughput(model: Path, ckpt: Path, images: np.ndarray, repeats: int, batch: int = 1000) -> dict:
     import torch
 
-    from runtime.model import Model
-    from train import checkpoint
     from train.data import normalize
-    from train.datasets import DatasetSpec
 
-    ck = checkpoint.load(ckpt)
-    net = checkpoint.model_from_checkpoint(ck)
-    spec = DatasetSpec(**ck["dataset"])
-    runners = {name: Model(model, backend=name, device="cpu") for name in ("onnxruntime", "opencv")}
+    net, spec, runners = load_contenders(model, ckpt)
     tiles = list(images)
 
     def run_runtime(m):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from runtime.metadata import ModelInfo, Preprocess
 from train import checkpoint
 from train.data import load_dataset, subset
 from train.datasets import DatasetSpec
-from train.files import atomic_write_bytes
+from train.files import atomic_write_bytes, atomic_write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +86,7 @@ def export_checkpoint(args: argparse.Namespace, log=print) -> dict:
     finally:
         candidate.unlink(missing_ok=True)
     report_path = out.with_suffix(".report.json") if report["passed"] else out.with_suffix(".rejected.report.json")
-    atomic_write_bytes(report_path, (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_json(report_path, report)
     report["report_path"] = str(report_path)
     return report
 

@@ -84,11 +84,15 @@ class Output:
         print(f"run-digit: {message}", file=sys.stderr, flush=True)
 
 
+def usage_error(message) -> int:
+    print(f"run-digit: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not 0.0 <= args.min_confidence <= 1.0:
-        print("run-digit: error: --min-confidence must be between 0 and 1", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error("--min-confidence must be between 0 and 1")
     try:
         roi = parse_roi(args.roi) if args.roi else None
         overrides = Overrides(
@@ -97,17 +101,14 @@ def main(argv=None) -> int:
             labels=tuple(args.labels.split(",")) if args.labels else None,
             size=parse_size(args.size) if args.size else None, rgb=args.rgb, fit=args.fit)
     except ValueError as exc:
-        print(f"run-digit: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(exc)
     if args.save and args.image:
-        print("run-digit: error: --save is for --video and --camera", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error("--save is for --video and --camera")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages, not OpenCV's
     try:
         model = Model(args.model, args.backend, args.device, overrides=overrides)
     except ModelError as exc:
-        print(f"run-digit: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(exc)
     reader = DigitReader(model, args.min_confidence, args.single, roi=roi)
     out = Output(args.json)
     window = _open_window(args)
@@ -138,6 +139,7 @@ def _open_window(args):
 
 
 def read_images(paths: list[str], reader: DigitReader, out: Output, window, args) -> int:
+    from runtime.display import annotate
     from runtime.sources import expand_paths
 
     speaker = _speaker(args, threaded=False)
@@ -146,19 +148,21 @@ def read_images(paths: list[str], reader: DigitReader, out: Output, window, args
         try:
             if isinstance(path, InputError):
                 raise path
-            image = read_image(path, args.max_pixels)
-            reading = reader.read(image)
+            image = read_image(path, args.max_pixels)  # its errors name the file already
         except InputError as exc:
-            message = str(exc) if str(exc).startswith(name) else f"{name}: {exc}"
-            out.error(name, message)
+            out.error(name, str(exc))
+            failed += 1
+            continue
+        try:
+            reading = reader.read(image)
+        except InputError as exc:  # a --roi outside this image
+            out.error(name, f"{name}: {exc}")
             failed += 1
             continue
         out.result(name, reading)
         if speaker:
             speaker.say(reading.text)
         if window is not None:
-            from runtime.display import annotate
-
             if window.show(annotate(image, reading, roi=reader.roi), args.delay) in KEY_QUIT:
                 window.close()
                 window = None
@@ -178,8 +182,7 @@ def read_stream(args, reader: DigitReader, out: Output, window) -> int:
     try:
         recorder = VideoRecorder(args.save, source.fps) if args.save else None
     except InputError as exc:
-        print(f"run-digit: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(exc)
     speech = _speaker(args, threaded=True)
     on_change = SpeakOnChange(speech.say) if speech else None
     try:

@@ -1,7 +1,6 @@
 """The training loop: epochs, validation, best-on-validation and resumable checkpoints."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -15,7 +14,7 @@ from train import checkpoint
 from train.augment import augment_digits
 from train.data import Split, batches, load_dataset, normalize, split_validation, subset
 from train.datasets import DatasetSpec, get_spec
-from train.files import atomic_write_bytes
+from train.files import atomic_write_json
 from train.models import ModelConfig, build_model
 
 
@@ -198,7 +197,7 @@ def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | Non
             "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
         })
-        _write_json(run_dir / "metrics.json", {"config": asdict(cfg), "history": history})
+        atomic_write_json(run_dir / "metrics.json", {"config": asdict(cfg), "history": history})
         if on_epoch is not None:
             paused = time.perf_counter()
             on_epoch(epoch, model, elapsed)
@@ -223,7 +222,7 @@ def _finish(cfg: TrainConfig, spec: DatasetSpec, test: Split, device, history: l
     summary = {"config": asdict(cfg), "history": history, "best_epoch": best["metrics"]["epoch"],
                "val_acc": best["metrics"]["val_acc"], "test_acc": test_acc,
                "train_time_s": history[-1]["elapsed_s"], **report}
-    _write_json(Path(cfg.run_dir) / "metrics.json", summary)
+    atomic_write_json(Path(cfg.run_dir) / "metrics.json", summary)
     log(f"test accuracy {test_acc:.4f} on {len(test)} images (best epoch {summary['best_epoch']}, "
         f"{summary['train_time_s']:.0f} s of training) -> {cfg.out}")
     return summary
@@ -240,7 +239,3 @@ def _model_payload(model, model_cfg: ModelConfig, spec: DatasetSpec, cfg: TrainC
         "metrics": {"epoch": epoch, "val_acc": val_acc},
         "torch_version": str(torch.__version__),
     }
-
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
