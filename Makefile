@@ -7,11 +7,12 @@ TRAIN_ARGS  ?=
 EXPORT_ARGS ?=
 TEST_ARGS   ?=
 
-.PHONY: setup train export test test-fast bench demo clean help
+.PHONY: setup train export check test test-fast bench demo clean help
 help:
 	@echo "make setup   create $(VENV) with torch $(TORCH) and everything else"
 	@echo "make train   train the digit CNN -> artifacts/digits.pt   (TRAIN_ARGS=...)"
-	@echo "make export  export + verify -> artifacts/digits.onnx      (EXPORT_ARGS=...)"
+	@echo "make export  export + verify -> artifacts/digits.onnx, digits.int8.onnx, reports"
+	@echo "make check   whole test set: PyTorch vs both runtimes on the float and INT8 files"
 	@echo "make test    the whole test suite, end-to-end cases included"
 	@echo "make bench   benchmarks, printed and written to artifacts/bench.json"
 	@echo "make demo    read a generated photo of a number with run-digit"
@@ -32,6 +33,10 @@ train: $(STAMP)
 
 export: $(STAMP)
 	$(BIN)/python -m export $(EXPORT_ARGS)
+
+check: $(STAMP)
+	$(BIN)/python -m export.check --model artifacts/digits.onnx
+	$(BIN)/python -m export.check --model artifacts/digits.int8.onnx
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(TEST_ARGS)

@@ -18,7 +18,9 @@ import onnxruntime
 import torch
 
 from export.onnx_export import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, attach_metadata, export_onnx, input_shape
-from export.verify import ATOL, verify_file
+from export.quantize import CALIBRATION_IMAGES, QUANT_FORMAT, calibration_blob, quantize_int8
+from export.report import measure_latency, to_markdown
+from export.verify import ATOL, open_runtimes, verify_file, verify_int8
 from runtime.metadata import ModelInfo, Preprocess
 from train import checkpoint
 from train.data import load_dataset, subset
@@ -37,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static-batch", action="store_true", help="fix the batch to 1 instead of a dynamic axis")
     p.add_argument("--data-dir", default="data", help="where the test set is found or fetched to")
     p.add_argument("--verify-images", type=int, default=0, help="test images to verify on (0 = the whole test set)")
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write <out>.int8.onnx, statically quantized and verified on accuracy")
     return p
 
 
@@ -60,7 +64,9 @@ def model_info(ckpt: dict, proto: onnx.ModelProto, exporter: str, opset: int, ck
 
 
 def export_checkpoint(args: argparse.Namespace, log=print) -> dict:
-    """Export, verify and (only if verified) install args.out; return the report."""
+    """Export, verify and (only if verified) install args.out, then its INT8 copy; return the report.
+
+    The float report carries the INT8 one under "int8" when --int8 is on and the float passed."""
     ckpt_path, out = Path(args.checkpoint), Path(args.out)
     ckpt = checkpoint.load(ckpt_path)
     ckpt_sha = checkpoint.sha256_of(ckpt_path)
@@ -70,24 +76,39 @@ def export_checkpoint(args: argparse.Namespace, log=print) -> dict:
     info = model_info(ckpt, proto, args.exporter, args.opset, ckpt_sha)
     data = attach_metadata(proto, info).SerializeToString()
 
-    _, test = load_dataset(spec, Path(args.data_dir), log=log)
+    train, test = load_dataset(spec, Path(args.data_dir), log=log)
     test = subset(test, args.verify_images)
+    common = dict(checkpoint=str(ckpt_path), checkpoint_sha256=ckpt_sha, exporter=args.exporter, opset=args.opset,
+                  input_shape=list(info.input_shape), versions=info.provenance["versions"])
+    log(f"verifying {len(data) / 1e6:.2f} MB ONNX ({args.exporter}, opset {args.opset}) on {len(test)} test images")
+    report = install(data, out, lambda path: verify_file(path, model, spec, test), common)
+    if report["passed"] and args.int8:
+        int8_out = out.with_name(f"{out.stem}.int8{out.suffix}")
+        log(f"quantizing to INT8 ({QUANT_FORMAT}) with {CALIBRATION_IMAGES} training images")
+        int8 = quantize_int8(data, calibration_blob(train.images, spec))
+        report["int8"] = install(int8, int8_out, lambda path: verify_int8(path, model, spec, test),
+                                 dict(common, float32={k: report[k] for k in ("onnx_bytes", "comparisons", "latency")}))
+    return report
+
+
+def install(data: bytes, out: Path, verify, extra: dict) -> dict:
+    """Write data as a candidate beside out, verify those bytes, rename over out only if they pass.
+
+    Writes <out>.report.json and .md, or <out>.rejected.report.json and .md."""
     candidate = out.with_name(f".{out.name}.candidate")
     atomic_write_bytes(candidate, data)
     try:
-        log(f"verifying {len(data) / 1e6:.2f} MB ONNX ({args.exporter}, opset {args.opset}) on {len(test)} test images")
-        report = verify_file(candidate, model, spec, test)
-        report.update(model=str(out), checkpoint=str(ckpt_path), checkpoint_sha256=ckpt_sha,
-                      onnx_sha256=hashlib.sha256(data).hexdigest(), onnx_bytes=len(data),
-                      exporter=args.exporter, opset=args.opset, input_shape=list(info.input_shape),
-                      versions=info.provenance["versions"])
+        report = verify(candidate)
+        report.update(extra, model=str(out), onnx_sha256=hashlib.sha256(data).hexdigest(), onnx_bytes=len(data))
         if report["passed"]:
+            report["latency"] = measure_latency(open_runtimes(candidate))
             os.replace(candidate, out)
     finally:
         candidate.unlink(missing_ok=True)
-    report_path = out.with_suffix(".report.json") if report["passed"] else out.with_suffix(".rejected.report.json")
-    atomic_write_json(report_path, report)
-    report["report_path"] = str(report_path)
+    stem = f"{out.with_suffix('')}.{'report' if report['passed'] else 'rejected.report'}"
+    report["report_path"] = f"{stem}.json"
+    atomic_write_json(Path(report["report_path"]), report)
+    atomic_write_bytes(Path(f"{stem}.md"), to_markdown(report).encode())
     return report
 
 
@@ -96,8 +117,10 @@ def format_report(report: dict) -> str:
     for c in report["comparisons"]:
         acc = f"{c['accuracy']:.2%}" if "accuracy" in c else ""
         lines.append(f"{c['name']:<28} {c['count']:>6} {c['max_abs_logit_diff']:>12.2e} {c['top1_agreement']:>12.2%} {acc:>9}")
+    rule = (f"tolerance {ATOL:g}" if report["kind"] == "float32" else
+            f"accuracy drop {report['accuracy_drop_points']:.2f} points (at most {report['max_accuracy_drop_points']:g})")
     lines.append(f"pytorch test accuracy {report['pytorch_test_accuracy']:.2%}; "
-                 f"preprocessing max|diff| {report['preprocess_max_abs_diff']:.1e}; tolerance {ATOL:g}")
+                 f"preprocessing max|diff| {report['preprocess_max_abs_diff']:.1e}; {rule}")
     return "\n".join(lines)
 
 
@@ -110,13 +133,17 @@ def main(argv=None) -> int:
         return 2
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: export failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-              f"{args.out} is unchanged", file=sys.stderr)
+              f"the previous models are unchanged", file=sys.stderr)
         return 1
-    print(format_report(report))
-    if not report["passed"]:
-        print(f"error: verification failed; {args.out} is unchanged (figures in {report['report_path']})", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out} (verified; report {report['report_path']})")
+    for r in (report, report.get("int8")):
+        if r is None:
+            continue
+        print(format_report(r))
+        if not r["passed"]:
+            print(f"error: verification failed; {r['model']} is unchanged (figures in {r['report_path']})",
+                  file=sys.stderr)
+            return 1
+        print(f"wrote {r['model']} (verified; report {r['report_path']} and .md)")
     return 0
 
 

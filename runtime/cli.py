@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "opencv"], help="inference engine")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto uses CUDA through onnxruntime when a GPU is present")
+    g.add_argument("--check-model", nargs="?", const=True, default=False, metavar="REPORT",
+                   help="refuse a model whose bytes differ from its export report (default REPORT: beside the model)")
     g = p.add_argument_group("models without digitpipe metadata (these also override a digitpipe file's)")
     g.add_argument("--mean", help="per-channel mean on the 0..1 pixel scale, e.g. 0.1307 or 0.485,0.456,0.406")
     g.add_argument("--std", help="per-channel std on the 0..1 pixel scale, e.g. 0.3081")
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
         return usage_error("--save is for --video and --camera")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages, not OpenCV's
     try:
-        model = Model(args.model, args.backend, args.device, overrides=overrides)
+        model = Model(args.model, args.backend, args.device, overrides=overrides, check_report=args.check_model)
     except ModelError as exc:
         return usage_error(exc)
     reader = DigitReader(model, args.min_confidence, args.single, roi=roi)

@@ -7,6 +7,7 @@ import numpy as np
 
 from runtime.backends import BACKENDS
 from runtime.errors import ModelError
+from runtime.integrity import check_against_report
 from runtime.foreign import Overrides, describe
 from runtime.metadata import ModelInfo
 from runtime.onnx_props import read_model_summary
@@ -15,9 +16,12 @@ from runtime.preprocess import blob_params, to_blob
 
 class Model:
     def __init__(self, path: str | Path, backend: str = "onnxruntime", device: str = "auto", threads: int = 0,
-                 overrides: Overrides = Overrides()):
+                 overrides: Overrides = Overrides(), check_report: Path | bool = False):
+        """check_report: True checks the bytes against the export report beside the file, a Path against that one."""
         self.path = Path(path)
         data = _read_model_bytes(self.path)
+        if check_report:
+            check_against_report(self.path, data, None if check_report is True else Path(check_report))
         try:
             props, inputs, outputs = read_model_summary(data)
             self.info: ModelInfo = describe(props, inputs, outputs, overrides)

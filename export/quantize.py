@@ -1,0 +1,72 @@
+"""INT8 static quantization with onnxruntime, in the format both runtimes load.
+
+QOperator format (QLinearConv / QLinearMatMul, uint8 activations, per-channel int8
+weights): onnxruntime runs it natively and OpenCV 5.0's default DNN engine loads it.
+The QDQ format is onnxruntime's recommendation, but OpenCV 5.0's default engine fails on
+it at the first forward (`bufidx >= 0 in function 'argTensor'`); it loads only with the
+classic engine, which run-digit does not select.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from export.onnx_export import INPUT_NAME, attach_metadata
+from runtime.metadata import from_props
+
+CALIBRATION_IMAGES = 1024
+CALIBRATION_BATCH = 64
+QUANT_FORMAT = "QOperator"
+
+
+def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
+    """An INT8 copy of the float model, activation ranges from the calibration blob (N,C,H,W)."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32 = onnx.load_from_string(fp32_bytes)
+    batch = fp32.graph.input[0].type.tensor_type.shape.dim[0].dim_value or CALIBRATION_BATCH  # 0: dynamic axis
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{INPUT_NAME: calibration[i : i + batch]} for i in range(0, len(calibration), batch)])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice at WARNING on the root logger
+    with tempfile.TemporaryDirectory(prefix="digitpipe-int8-") as tmp:
+        src, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        src.write_bytes(fp32_bytes)
+        quant_pre_process(str(src), str(pre))  # shape inference + graph optimisation first, as documented
+        quantize_static(str(pre), str(out), Batches(), quant_format=QuantFormat.QOperator, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        proto = onnx.load(str(out))
+    return attach_metadata(proto, _int8_info(fp32, len(calibration))).SerializeToString()
+
+
+def _int8_info(fp32: onnx.ModelProto, calibration_count: int):
+    """The float model's metadata, its provenance saying how this copy was made."""
+    info = from_props({p.key: p.value for p in fp32.metadata_props})
+    provenance = dict(info.provenance, quantization={
+        "format": QUANT_FORMAT, "weights": "int8 per-channel", "activations": "uint8",
+        "calibration": f"{calibration_count} training images, MinMax"})
+    return dataclasses.replace(info, provenance=provenance)
+
+
+def calibration_blob(images, spec, count: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
+    """A seeded random sample of training images, normalised as in training."""
+    import torch
+
+    from train.data import normalize
+
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(images), generator=gen)[:count]
+    return normalize(images[idx], spec).numpy()
