@@ -46,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def model_info(ckpt: dict, proto: onnx.ModelProto, exporter: str, opset: int, ckpt_sha: str) -> ModelInfo:
     spec = DatasetSpec(**ckpt["dataset"])
-    color = "gray" if spec.channels == 1 else "rgb"
     metrics = ckpt.get("metrics", {})
     provenance = {
         "dataset": spec.name, "arch": ckpt["model_config"]["arch"], "model_config": ckpt["model_config"],
@@ -58,7 +57,8 @@ def model_info(ckpt: dict, proto: onnx.ModelProto, exporter: str, opset: int, ck
     }
     return ModelInfo(
         labels=tuple(spec.labels), input_name=INPUT_NAME, input_shape=input_shape(proto), output_name=OUTPUT_NAME,
-        preprocess=Preprocess(spec.size, spec.size, tuple(spec.mean), tuple(spec.std), color, spec.fit, spec.ink),
+        preprocess=Preprocess(spec.size, spec.size, tuple(spec.mean), tuple(spec.std), spec.color, spec.fit, spec.ink,
+                              spec.resize_shorter),
         provenance=provenance,
     )
 

@@ -24,7 +24,7 @@ from runtime.backends import BACKENDS
 from runtime.imageio import read_image
 from runtime.model import Model
 from runtime.reader import DigitReader
-from train.data import Split, normalize
+from train.data import Split, model_input
 from train.datasets import DatasetSpec
 
 ATOL = 1e-4  # max |logit difference| allowed for a float model
@@ -68,14 +68,19 @@ def torch_logits(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
 
 
 def runtime_tiles(reader: DigitReader, images: torch.Tensor, folder: Path) -> list[np.ndarray]:
-    """Each image written as a PNG file, then read and located exactly as run-digit does."""
+    """Each image written as a PNG file, then read and located exactly as run-digit does.
+
+    Training stores colour images RGB; a PNG written by OpenCV takes BGR."""
     tiles = []
     for i, img in enumerate(images.numpy()):
         path = folder / f"{i:05d}.png"
-        if not cv2.imwrite(str(path), img.transpose(1, 2, 0)):
+        pixels = img.transpose(1, 2, 0)
+        if pixels.shape[2] == 3:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(path), pixels):
             raise OSError(f"cannot write {path}")
         boxes, found = reader.locate(read_image(path))
-        tiles.append(found[0] if found else np.zeros_like(img[0]))
+        tiles.append(found[0] if found else np.zeros_like(pixels))
         path.unlink()
     return tiles
 
@@ -91,7 +96,7 @@ def dataset_parity(runtimes: dict[str, Model], model: torch.nn.Module, spec: Dat
     first = next(iter(runtimes.values()))
     with tempfile.TemporaryDirectory(prefix="digitpipe-verify-") as tmp:
         blob = first.blob(runtime_tiles(DigitReader(first), test.images, Path(tmp)))
-    train_input = normalize(test.images, spec)
+    train_input = model_input(test.images, spec)
     labels = test.labels.numpy()
     ref = torch_logits(model, train_input)
     return {

@@ -6,7 +6,8 @@ Each metadata_props value is a JSON string (parsed with json, never eval):
   input       {"name", "shape" (batch may be a string for a dynamic axis), "layout": "NCHW", "color": gray|rgb|bgr}
   output      {"name", "kind": "logits"}
   preprocess  {"size": [w, h], "mean": [...], "std": [...] (0..1 pixel scale), "swap_rb",
-               "fit": digit|resize, "ink": light_on_dark|any}
+               "fit": digit|resize, "ink": light_on_dark|any,
+               "resize_shorter": N (optional; resize: shorter side to N, then the centre crop)}
   provenance  {"dataset", "arch", "test_accuracy", "checkpoint_sha256", "versions", ...}
 The exporter writes it with to_props(); the runtime reads it with from_props().
 """
@@ -32,6 +33,7 @@ class Preprocess:
     color: str = "gray"
     fit: str = "digit"
     ink: str = "light_on_dark"
+    resize_shorter: int = 0  # fit "resize": 0 stretches to the input size; N keeps aspect, then crops the centre
 
     @property
     def channels(self) -> int:
@@ -64,7 +66,8 @@ def to_props(info: ModelInfo) -> dict[str, str]:
         "input": json.dumps({"name": info.input_name, "shape": list(info.input_shape), "layout": "NCHW", "color": pp.color}),
         "output": json.dumps({"name": info.output_name, "kind": "logits"}),
         "preprocess": json.dumps({"size": [pp.width, pp.height], "mean": list(pp.mean), "std": list(pp.std),
-                                  "swap_rb": pp.swap_rb, "fit": pp.fit, "ink": pp.ink}),
+                                  "swap_rb": pp.swap_rb, "fit": pp.fit, "ink": pp.ink,
+                                  "resize_shorter": pp.resize_shorter}),
         "provenance": json.dumps(info.provenance, sort_keys=True),
     }
 
@@ -103,13 +106,16 @@ def from_props(props: dict[str, str]) -> ModelInfo:
     fit, ink = pre.get("fit", "resize"), pre.get("ink", "any")
     _check(fit in FITS, f"preprocess fit must be one of {FITS}")
     _check(ink in INKS, f"preprocess ink must be one of {INKS}")
+    shorter = pre.get("resize_shorter", 0)
+    _check(isinstance(shorter, int) and not isinstance(shorter, bool) and (shorter == 0 or shorter >= max(size)),
+           "preprocess resize_shorter must be 0 or at least the input size")
     return ModelInfo(
         labels=tuple(labels),
         input_name=inp["name"],
         input_shape=tuple(shape),
         output_name=out["name"],
         preprocess=Preprocess(size[0], size[1], tuple(float(v) for v in mean), tuple(float(v) for v in std),
-                              color, fit, ink),
+                              color, fit, ink, shorter),
         provenance=prov,
     )
 

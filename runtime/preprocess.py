@@ -30,11 +30,30 @@ def to_model_channels(image: np.ndarray, pp: Preprocess) -> np.ndarray:
 
 
 def resize_to_input(image: np.ndarray, pp: Preprocess) -> np.ndarray:
-    """The plain `resize` fit: the whole image scaled to the input size."""
+    """The `resize` fit: the whole image scaled to the input size, or (resize_shorter) its
+    shorter side scaled to resize_shorter and the centre cropped, as in training."""
     image = to_model_channels(image, pp)
+    if pp.resize_shorter:
+        return center_crop(fit_shorter_side(image, pp.resize_shorter), pp.width, pp.height)
     if image.shape[1] == pp.width and image.shape[0] == pp.height:
         return image
     return cv2.resize(image, (pp.width, pp.height), interpolation=cv2.INTER_AREA)
+
+
+def fit_shorter_side(image: np.ndarray, side: int) -> np.ndarray:
+    """Scale so the shorter side is `side`, keeping the aspect ratio (training stores images this way)."""
+    h, w = image.shape[:2]
+    if min(h, w) == side:
+        return image
+    scale = side / min(h, w)
+    size = (max(side, round(w * scale)), max(side, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def center_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    top, left = (h - height) // 2, (w - width) // 2
+    return image[top : top + height, left : left + width]
 
 
 def to_blob(tiles: list[np.ndarray], params: cv2.dnn.Image2BlobParams) -> np.ndarray:

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from export import cli as export_cli
 from runtime.metadata import from_props
@@ -82,3 +83,23 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no such checkpoint" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("arch", ["mlp", "classic", "cifarnet", "resnet18"])
+def test_every_arch_verifies_with_both_exporters(arch, exporter, tmp_path):
+    """The default exporter must verify on onnxruntime and cv2.dnn for every arch we ship; so must the other."""
+    from train import checkpoint
+    from train.datasets import MNIST
+    from train.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch)
+    model = build_model(cfg).eval()
+    ckpt = tmp_path / f"{arch}.pt"
+    checkpoint.save(ckpt, {"model_state": model.state_dict(), "model_config": cfg.to_dict(), "dataset": MNIST.to_dict()})
+    out = tmp_path / f"{arch}.onnx"
+    code = export_cli.main(["--checkpoint", str(ckpt), "--out", str(out), "--exporter", exporter, "--no-int8",
+                            "--data-dir", str(DATA_DIR), "--verify-images", "100"])
+    report = json.loads(out.with_suffix(".report.json").read_text()) if out.exists() else {}
+    assert code == 0 and report["passed"], report

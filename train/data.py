@@ -10,6 +10,10 @@ from pathlib import Path
 
 import torch
 
+import numpy as np
+
+from train import sources
+from train.augment import augment_batch
 from train.datasets import DatasetSpec
 from train.mnist_source import ensure_mnist
 
@@ -30,18 +34,23 @@ class Split:
 
 
 def load_dataset(spec: DatasetSpec, root: Path, log=print) -> tuple[Split, Split]:
-    """(train, test) splits for a dataset spec."""
-    if spec.name != "mnist":
-        raise ValueError(f"no loader for dataset {spec.name!r}")
-    from torchvision.datasets import MNIST
+    """(train, test) splits for a dataset spec; for an image folder, test is its val/ folder."""
+    if spec.name == "mnist":
+        from torchvision.datasets import MNIST
 
-    ensure_mnist(Path(root), log=log)
-    train = MNIST(str(root), train=True, download=False)
-    test = MNIST(str(root), train=False, download=False)
-    return (
-        Split(train.data.unsqueeze(1).contiguous(), train.targets.long()),
-        Split(test.data.unsqueeze(1).contiguous(), test.targets.long()),
-    )
+        ensure_mnist(Path(root), log=log)
+        parts = [MNIST(str(root), train=t, download=False) for t in (True, False)]
+        return tuple(Split(p.data.unsqueeze(1).contiguous(), p.targets.long()) for p in parts)
+    if spec.name == "fashion-mnist":
+        parts = sources.load_fashion_mnist(Path(root), log)
+    elif spec.name == "cifar10":
+        parts = sources.load_cifar10(Path(root), log)
+    elif spec.name == "imagefolder":
+        parts = [sources.load_image_folder(Path(spec.source) / part, spec.labels, spec.resize_shorter, log)
+                 for part in ("train", "val")]
+    else:
+        raise ValueError(f"no loader for dataset {spec.name!r}")
+    return tuple(Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).long()) for x, y in parts)
 
 
 def split_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
@@ -64,10 +73,30 @@ def normalize(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
     return (x - mean) / std
 
 
-def batches(split: Split, batch_size: int, generator: torch.Generator | None = None):
-    """Yield (images, labels); shuffled when a generator is given."""
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The evaluation view of stored images (image folders are stored larger than the input)."""
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def model_input(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
+    """uint8 stored images -> the network's evaluation input: what the runtime computes."""
+    return normalize(center_crop(images, spec.size), spec)
+
+
+def training_input(images: torch.Tensor, spec: DatasetSpec, augment: bool) -> torch.Tensor:
+    x = images.float() / 255.0
+    return normalize(augment_batch(x, spec) if augment else center_crop(x, spec.size), spec)
+
+
+def display_view(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
+    return center_crop(images, spec.size)
+
+
+def batches(split: Split, batch_size: int, order: torch.Tensor | None = None):
+    """Yield (images, labels) in the given index order (default: as stored)."""
+    order = torch.arange(len(split)) if order is None else order
+    for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size].to(split.labels.device)
         yield split.images[index], split.labels[index]

@@ -6,6 +6,7 @@ specs, so the runtime's preprocessing cannot drift from what the model was train
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,15 @@ class DatasetSpec:
     fit: str
     # Polarity the network was trained on; the runtime flips photos to match.
     ink: str  # "light_on_dark" | "any"
+    # With fit "resize": scale the shorter side to this (0 = stretch to size x size), then
+    # crop the centre size x size. Training stores images at this side and crops the same way.
+    resize_shorter: int = 0
+    augment: str = "digits"  # digits | crop_flip | resized_crop (train/augment.py)
+    source: str = ""  # imagefolder: the folder with train/ and val/
+
+    @property
+    def color(self) -> str:
+        return "gray" if self.channels == 1 else "rgb"  # colour images are stored RGB
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,11 +47,42 @@ MNIST = DatasetSpec(
     ink="light_on_dark",
 )
 
-SPECS = {spec.name: spec for spec in (MNIST,)}
+FASHION_MNIST = DatasetSpec(
+    name="fashion-mnist",
+    labels=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    channels=1, size=28, mean=(0.2860,), std=(0.3530,), fit="resize", ink="any", resize_shorter=28,
+    augment="crop_flip",
+)
+
+CIFAR10 = DatasetSpec(
+    name="cifar10",
+    labels=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    channels=3, size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), fit="resize", ink="any",
+    resize_shorter=32, augment="crop_flip",
+)
+
+SPECS = {spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10)}
+IMAGEFOLDER = "imagefolder:"
 
 
-def get_spec(name: str) -> DatasetSpec:
+def imagefolder_spec(folder: str, image_size: int = 0) -> DatasetSpec:
+    """Any folder with train/<class>/ and val/<class>/ images: classes are the subfolder names."""
+    train = Path(folder) / "train"
+    if not train.is_dir() or not (Path(folder) / "val").is_dir():
+        raise ValueError(f"{folder}: an image folder needs train/ and val/ subfolders, one folder per class in each")
+    labels = tuple(sorted(p.name for p in train.iterdir() if p.is_dir()))
+    if len(labels) < 2:
+        raise ValueError(f"{train}: needs at least two class subfolders, found {len(labels)}")
+    size = image_size or 224
+    return DatasetSpec(name="imagefolder", labels=labels, channels=3, size=size, mean=(0.485, 0.456, 0.406),
+                       std=(0.229, 0.224, 0.225), fit="resize", ink="any", resize_shorter=round(size * 256 / 224),
+                       augment="resized_crop", source=str(folder))
+
+
+def get_spec(name: str, image_size: int = 0) -> DatasetSpec:
+    if name.startswith(IMAGEFOLDER):
+        return imagefolder_spec(name[len(IMAGEFOLDER):], image_size)
     try:
         return SPECS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(SPECS)}") from None
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(SPECS)} or imagefolder:PATH") from None

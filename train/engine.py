@@ -10,12 +10,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from train import checkpoint
-from train.augment import augment_digits
-from train.data import Split, batches, load_dataset, normalize, split_validation, subset
+import numpy as np
+from torch.optim.swa_utils import AveragedModel
+
+from train import checkpoint, distributed, plots
+from train.data import Split, batches, display_view, load_dataset, model_input, split_validation, subset, training_input
 from train.datasets import DatasetSpec, get_spec
 from train.files import atomic_write_json
-from train.models import ModelConfig, build_model
+from train.models import DEFAULT_WIDTHS, ModelConfig, backbone_parameters, build_model, load_pretrained
+from train.run_log import RunLog
 
 
 @dataclass
@@ -25,11 +28,17 @@ class TrainConfig:
     epochs: int = 8
     batch_size: int = 128
     optimizer: str = "adamw"  # adamw | adam | sgd
-    schedule: str = "onecycle"  # onecycle | constant
+    schedule: str = "onecycle"  # onecycle | step | constant
     lr: float = 4e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05
+    ema: float = 0.998  # decay of an exponential moving average of the weights (0 = off)
     augment: bool = True
+    patience: int = 0  # stop after this many epochs without a better validation accuracy (0 = never)
+    weights: str = ""  # ImageNet state_dict file for resnets
+    freeze_epochs: int = 0  # with weights: train only the new head for this many epochs first
+    image_size: int = 0  # imagefolder input side (0 = 224)
+    tensorboard: bool = False
     val_size: int = 5000
     train_subset: int = 0  # 0 = all; small numbers make quick test runs
     test_subset: int = 0
@@ -66,8 +75,21 @@ OPTIMIZERS = {
 SCHEDULES = {
     "onecycle": lambda opt, cfg, steps: torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps, pct_start=0.25),
+    "step": lambda opt, cfg, steps: torch.optim.lr_scheduler.StepLR(
+        opt, step_size=steps * max(1, cfg.epochs // 3), gamma=0.1),  # stepped per batch, like the others
     "constant": lambda opt, cfg, steps: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0),
 }
+
+
+def ema_update(decay: float):
+    """EMA step with a warm-up (as in timm): early on the average forgets the random start quickly."""
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # BatchNorm's step counters: follow the model
+            torch._foreach_copy_(averaged, current)
+            return
+        n = float(num_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+    return update
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -84,11 +106,11 @@ def make_schedule(cfg: TrainConfig, optimizer, steps_per_epoch: int):
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, split: Split, spec: DatasetSpec, device, batch_size: int = 1000) -> torch.Tensor:
-    """Logits for every image of a split, in order."""
+    """Logits for every image of a split, in order, on the evaluation view (centre crop)."""
     model.eval()
     out = []
     for images, _ in batches(split, batch_size):
-        x = normalize(images.to(device), spec).contiguous(memory_format=torch.channels_last)
+        x = model_input(images.to(device), spec).contiguous(memory_format=torch.channels_last)
         out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0, len(spec.labels))
 
@@ -109,35 +131,54 @@ def class_report(logits: torch.Tensor, labels: torch.Tensor, class_names) -> dic
 
 
 def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | None = None, on_epoch=None) -> dict:
-    """Train per cfg; write the best checkpoint to cfg.out and metrics to cfg.run_dir.
+    """Train per cfg; write the best checkpoint to cfg.out and metrics and plots to cfg.run_dir.
 
     stop_after: end this invocation after that many epochs (a time-boxed job); the run
     continues later with resume=True exactly as if it had not stopped.
     on_epoch(epoch, model, elapsed_s): called after each epoch with the clock stopped
     (benchmarks score the test set there without charging it to training).
+    Under torchrun every rank trains its share; rank 0 alone writes and logs.
     """
-    spec = get_spec(cfg.dataset)
-    device = pick_device(cfg.device)
+    device = distributed.setup(pick_device(cfg.device))
+    main = distributed.is_main()
+    log = log if main else (lambda *_: None)
+    try:
+        return _train(cfg, device, main, resume, log, stop_after, on_epoch)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg: TrainConfig, device, main: bool, resume: bool, log, stop_after, on_epoch) -> dict:
+    spec = get_spec(cfg.dataset, cfg.image_size)
     run_dir = Path(cfg.run_dir)
     last_path = run_dir / "last.pt"
     torch.manual_seed(cfg.seed)
-    log(f"device: {describe_device(device)}")
+    world = distributed.world_size()
+    log(f"device: {describe_device(device)}" + (f" x {world} processes" if world > 1 else ""))
 
     full_train, test = load_dataset(spec, Path(cfg.data_dir), log=log)
-    train, val = split_validation(full_train, cfg.val_size, cfg.seed)
+    train, val = split_validation(full_train, min(cfg.val_size, len(full_train) // 10 or 1), cfg.seed)
     train, test = subset(train, cfg.train_subset), subset(test, cfg.test_subset)
     train, val, test = train.to(device), val.to(device), test.to(device)
-    log(f"data: {len(train)} train / {len(val)} validation / {len(test)} test images")
+    log(f"data: {spec.name}, {len(train)} train / {len(val)} validation / {len(test)} test images")
 
-    model_cfg = ModelConfig(cfg.arch, in_channels=spec.channels, num_classes=len(spec.labels), input_size=spec.size)
-    model = build_model(model_cfg).to(device).to(memory_format=torch.channels_last)
+    model_cfg = ModelConfig(cfg.arch, in_channels=spec.channels, num_classes=len(spec.labels), input_size=spec.size,
+                            widths=DEFAULT_WIDTHS.get(cfg.arch, ()))
+    model = build_model(model_cfg)
+    if cfg.weights:
+        skipped = load_pretrained(model, cfg.weights)
+        log(f"loaded {cfg.weights}" + (f" except {', '.join(skipped)} (shapes differ)" if skipped else ""))
+    model = model.to(device).to(memory_format=torch.channels_last)
+    ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True) if cfg.ema else None
+    evaluated = ema.module if ema is not None else model
     optimizer = make_optimizer(cfg, model)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(train) / world) / cfg.batch_size)
     scheduler = make_schedule(cfg, optimizer, steps_per_epoch)
     use_amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     shuffle = torch.Generator().manual_seed(cfg.seed)
+    board = RunLog(run_dir, cfg.tensorboard) if main else None
 
     start_epoch, best_val, history = 1, -1.0, []
     if resume:
@@ -145,6 +186,8 @@ def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | Non
         if state["train_config"] != asdict(cfg):
             raise ValueError(f"{last_path} was written with other settings; resume with the same arguments")
         model.load_state_dict(state["model_state"])
+        if ema is not None:
+            ema.load_state_dict(state["ema_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         scheduler.load_state_dict(state["scheduler_state"])
         scaler.load_state_dict(state["scaler_state"])
@@ -156,18 +199,25 @@ def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | Non
         log(f"resuming after epoch {state['epoch']} (best validation {best_val:.4f})")
 
     t0 = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+    net = model
     for epoch in range(start_epoch, cfg.epochs + 1):
-        model.train()
-        total_loss, seen = 0.0, 0
-        bar = tqdm(batches(train, cfg.batch_size, shuffle), total=steps_per_epoch,
+        if epoch == start_epoch or epoch == cfg.freeze_epochs + 1:  # a new stage: (un)freeze, then wrap for DDP
+            frozen = epoch <= cfg.freeze_epochs
+            for p in backbone_parameters(model):
+                p.requires_grad_(not frozen)
+            if frozen:
+                log(f"epochs 1-{cfg.freeze_epochs}: backbone frozen, training the head only")
+            net = distributed.wrap(model, device)
+        net.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        order = distributed.epoch_order(len(train), epoch, shuffle)
+        bar = tqdm(batches(train, cfg.batch_size, order), total=steps_per_epoch, disable=not main,
                    desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, mininterval=1.0)
         for images, labels in bar:
-            x = images.float() / 255.0
-            if cfg.augment:
-                x = augment_digits(x)
-            x = normalize(x, spec).contiguous(memory_format=torch.channels_last)
+            x = training_input(images, spec, cfg.augment).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = F.cross_entropy(model(x), labels, label_smoothing=cfg.label_smoothing)
+                logits = net(x)
+                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch}; try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -175,43 +225,56 @@ def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | Non
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total_loss += loss.item() * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
-        val_logits = predict(model, val, spec, device)
-        val_acc = accuracy(val_logits, val.labels)
-        val_loss = F.cross_entropy(val_logits, val.labels.cpu()).item()
+        val_logits = predict(evaluated, val, spec, device)
+        val_acc = distributed.from_main(accuracy(val_logits, val.labels), device)
         elapsed = time.perf_counter() - t0
-        history.append({"epoch": epoch, "train_loss": total_loss / max(seen, 1), "val_loss": val_loss,
-                        "val_acc": val_acc, "lr": scheduler.get_last_lr()[0], "elapsed_s": elapsed})
+        history.append({"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+                        "val_loss": F.cross_entropy(val_logits, val.labels.cpu()).item(), "val_acc": val_acc,
+                        "lr": scheduler.get_last_lr()[0], "elapsed_s": elapsed})
         improved = val_acc > best_val
         if improved:
             best_val = val_acc
-            checkpoint.save(Path(cfg.out), _model_payload(model, model_cfg, spec, cfg, epoch, val_acc))
-        log(f"epoch {epoch}/{cfg.epochs}: loss {total_loss / max(seen, 1):.4f}  val acc {val_acc:.4f}"
+        if main:
+            if improved:
+                checkpoint.save(Path(cfg.out), _model_payload(evaluated, model_cfg, spec, cfg, epoch, val_acc))
+            checkpoint.save(last_path, {
+                "train_config": asdict(cfg), "epoch": epoch, "best_val": best_val, "history": history,
+                "model_state": model.state_dict(), "ema_state": ema.state_dict() if ema is not None else None,
+                "optimizer_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict(), "scaler_state": scaler.state_dict(),
+                "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            })
+            board.epoch(cfg, history)
+        log(f"epoch {epoch}/{cfg.epochs}: loss {history[-1]['train_loss']:.4f}  val acc {val_acc:.4f}"
             f"{'  (best, saved)' if improved else ''}  [{elapsed:.0f} s]")
-        checkpoint.save(last_path, {
-            "train_config": asdict(cfg), "epoch": epoch, "best_val": best_val, "history": history,
-            "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict(), "scaler_state": scaler.state_dict(),
-            "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-        })
-        atomic_write_json(run_dir / "metrics.json", {"config": asdict(cfg), "history": history})
         if on_epoch is not None:
             paused = time.perf_counter()
-            on_epoch(epoch, model, elapsed)
-            model.train()
+            on_epoch(epoch, evaluated, elapsed)
             t0 += time.perf_counter() - paused
+        best_epoch = max(history, key=lambda h: h["val_acc"])["epoch"]
+        if cfg.patience and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs:
+            log(f"early stop: no better validation accuracy for {cfg.patience} epochs (best: epoch {best_epoch})")
+            break
         if stop_after is not None and epoch - start_epoch + 1 >= stop_after and epoch < cfg.epochs:
             log(f"stopping after epoch {epoch} as asked; continue with --resume")
             return {"config": asdict(cfg), "history": history, "stopped_at": epoch}
 
-    return _finish(cfg, spec, test, device, history, log)
+    if not main:
+        return {"config": asdict(cfg), "history": history}
+    summary = _finish(cfg, spec, test, device, history, log)
+    board.close()
+    return summary
 
 
 def _finish(cfg: TrainConfig, spec: DatasetSpec, test: Split, device, history: list, log) -> dict:
-    """Score the best checkpoint on the test set and record it in the checkpoint itself."""
+    """Score the best checkpoint on the test set; record it in the checkpoint, metrics.json and plots."""
     best = checkpoint.load(Path(cfg.out))
     model = checkpoint.model_from_checkpoint(best).to(device).to(memory_format=torch.channels_last)
     logits = predict(model, test, spec, device)
@@ -222,9 +285,17 @@ def _finish(cfg: TrainConfig, spec: DatasetSpec, test: Split, device, history: l
     summary = {"config": asdict(cfg), "history": history, "best_epoch": best["metrics"]["epoch"],
                "val_acc": best["metrics"]["val_acc"], "test_acc": test_acc,
                "train_time_s": history[-1]["elapsed_s"], **report}
-    atomic_write_json(Path(cfg.run_dir) / "metrics.json", summary)
+    run_dir = Path(cfg.run_dir)
+    atomic_write_json(run_dir / "metrics.json", summary)
+    plots.confusion(report["confusion_matrix"], spec.labels, run_dir / "confusion.png")
+    preds = logits.argmax(1).numpy()
+    labels = test.labels.cpu().numpy()
+    wrong = np.flatnonzero(preds != labels)[:12]
+    shown = np.sort(np.concatenate([wrong, np.setdiff1d(np.arange(min(len(labels), 36)), wrong)[: 36 - len(wrong)]]))
+    plots.prediction_grid(display_view(test.images[shown].cpu(), spec).numpy(), labels[shown], preds[shown],
+                          spec.labels, run_dir / "predictions.png")
     log(f"test accuracy {test_acc:.4f} on {len(test)} images (best epoch {summary['best_epoch']}, "
-        f"{summary['train_time_s']:.0f} s of training) -> {cfg.out}")
+        f"{summary['train_time_s']:.0f} s of training) -> {cfg.out}; plots in {run_dir}")
     return summary
 
 

@@ -1,0 +1,251 @@
+"""Training recipes beyond the default: datasets, archs, transfer learning, plots, logs, torchrun."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from export import cli as export_cli
+from runtime.cli import EXIT_OK
+from runtime.cli import main as run_digit
+from train import checkpoint
+from train.data import load_dataset
+from train.datasets import CIFAR10, get_spec
+from train.engine import TrainConfig, run
+from train.models import ModelConfig, build_model, load_pretrained
+from train.sources import FASHION_DEBIAN, DataUnavailable
+from tests.conftest import DATA_DIR, ROOT
+
+QUIET = dict(log=lambda *_: None)
+CIFAR_LABELS = [name.encode() for name in CIFAR10.labels]
+
+
+def write_cifar(root: Path, per_batch: int = 40, seed: int = 0) -> None:
+    """A tiny CIFAR-10 in the real on-disk format: pickled dicts of bytes keys, rows of 3072 bytes."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, per_batch)
+        # each class its own colour, so that even a short run learns something
+        palette = np.array([[(c * 97) % 256, (c * 53 + 80) % 256, (c * 151 + 30) % 256] for c in range(10)])
+        base = palette[labels][:, :, None, None] + rng.integers(-30, 30, (per_batch, 3, 32, 32))
+        images = np.clip(base, 0, 255).astype(np.uint8)
+        batch = {b"batch_label": name.encode(), b"labels": labels.tolist(), b"data": images.reshape(per_batch, 3072),
+                 b"filenames": [f"{i}.png".encode() for i in range(per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": CIFAR_LABELS}, protocol=2))
+
+
+def shape_photo(kind: str, rng, size=(96, 72)) -> np.ndarray:
+    """A photo-like image of a red disc or a blue square on a noisy light background (BGR)."""
+    w, h = size
+    img = np.clip(rng.normal(200, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+    cx, cy, r = int(rng.integers(w // 3, 2 * w // 3)), int(rng.integers(h // 3, 2 * h // 3)), int(rng.integers(12, 22))
+    if kind == "disc":
+        cv2.circle(img, (cx, cy), r, (40, 40, 220), -1)
+    else:
+        cv2.rectangle(img, (cx - r, cy - r), (cx + r, cy + r), (220, 60, 40), -1)
+    return img
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(1)
+    for part, count in (("train", 30), ("val", 10)):
+        for kind in ("disc", "square"):
+            (root / part / kind).mkdir(parents=True)
+            for i in range(count):
+                size = (int(rng.integers(60, 120)), int(rng.integers(60, 120)))
+                cv2.imwrite(str(root / part / kind / f"{i}.jpg"), shape_photo(kind, rng, size))
+    (root / "train" / "disc" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root
+
+
+def test_cifar_batches_read_in_the_real_format(tmp_path):
+    write_cifar(tmp_path, per_batch=5)
+    train, test = load_dataset(get_spec("cifar10"), tmp_path, **QUIET)
+    assert train.images.shape == (25, 3, 32, 32) and train.images.dtype == torch.uint8 and len(test) == 5
+    raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes())
+    assert np.array_equal(test.images.numpy().reshape(5, 3072), raw[b"data"])  # rows are R, G, B planes
+
+
+def test_cifar_missing_or_corrupt_is_one_clear_error(tmp_path):
+    with pytest.raises(DataUnavailable, match="cifar-10-batches-py"):
+        load_dataset(get_spec("cifar10"), tmp_path, **QUIET)
+    write_cifar(tmp_path, per_batch=5)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(DataUnavailable, match="data_batch_3: not a CIFAR-10 batch"):
+        load_dataset(get_spec("cifar10"), tmp_path, **QUIET)
+
+
+def test_imagefolder_spec_and_loading(image_folder):
+    spec = get_spec(f"imagefolder:{image_folder}", 48)
+    assert spec.labels == ("disc", "square") and spec.size == 48 and spec.resize_shorter == 55
+    lines = []
+    train, val = load_dataset(spec, image_folder, log=lines.append)
+    assert train.images.shape == (60, 3, 55, 55) and len(val) == 20
+    assert any("broken.jpg" in line for line in lines), "the unreadable file is reported"
+    with pytest.raises(ValueError, match="train/ and val/"):
+        get_spec(f"imagefolder:{image_folder / 'train'}")
+
+
+@pytest.mark.slow
+def test_cifar_trains_exports_and_runs_in_colour(tmp_path, capsys):
+    """Colour end to end: RGB order, per-channel mean/std and the centre crop travel in the metadata."""
+    write_cifar(tmp_path / "data")
+    cfg = TrainConfig(dataset="cifar10", arch="cifarnet", epochs=3, batch_size=16, lr=3e-3, val_size=20,
+                      data_dir=str(tmp_path / "data"), out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "run"))
+    summary = run(cfg, **QUIET)
+    assert summary["test_acc"] > 0.3  # 10 classes (chance: 0.1), 40 test images of class-coloured noise
+    out = tmp_path / "cifar.onnx"
+    code = export_cli.main(["--checkpoint", cfg.out, "--out", str(out), "--data-dir", cfg.data_dir, "--no-int8"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["preprocess_max_abs_diff"] < 1e-5 and report["comparisons"][-1]["top1_agreement"] == 1.0
+    # a test image as a photo file, larger and not square: run-digit must give PyTorch's answer
+    ckpt = checkpoint.load(Path(cfg.out))
+    model = checkpoint.model_from_checkpoint(ckpt)
+    _, test = load_dataset(get_spec("cifar10"), Path(cfg.data_dir), **QUIET)
+    from train.data import model_input
+
+    expected = model(model_input(test.images[:4], get_spec("cifar10"))).argmax(1).tolist()
+    files = []
+    for i in range(4):
+        rgb = test.images[i].numpy().transpose(1, 2, 0)
+        photo = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (64, 64), interpolation=cv2.INTER_NEAREST)
+        photo = cv2.copyMakeBorder(photo, 0, 0, 16, 16, cv2.BORDER_CONSTANT, value=(0, 0, 0))  # 96x64: cropped away
+        files.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(files[-1]), photo)
+    capsys.readouterr()
+    code = run_digit(["--no-window", "--json", "--min-confidence", "0", "--model", str(out),
+                      "--image", *map(str, files)])
+    got = [json.loads(line)["digits"][0]["label"] for line in capsys.readouterr().out.splitlines()]
+    assert code == EXIT_OK and got == [CIFAR10.labels[k] for k in expected]
+
+
+@pytest.mark.slow
+def test_imagefolder_transfer_learning_freezes_then_fine_tunes(image_folder, tmp_path, capsys):
+    import torchvision
+
+    weights = tmp_path / "resnet18-imagenet.pth"
+    torch.manual_seed(5)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)  # stands in for ImageNet weights
+    pretrained = torch.load(weights, weights_only=True)
+    snapshots = {}
+
+    def snapshot(epoch, model, elapsed):
+        snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    cfg = TrainConfig(dataset=f"imagefolder:{image_folder}", image_size=64, arch="resnet18", weights=str(weights),
+                      freeze_epochs=1, epochs=3, batch_size=16, optimizer="sgd", schedule="constant", lr=0.01,
+                      weight_decay=0.0, out=str(tmp_path / "r.pt"), run_dir=str(tmp_path / "run"))
+    summary = run(cfg, on_epoch=snapshot, **QUIET)
+    w = "layer1.0.conv1.weight"
+    assert torch.equal(snapshots[1][w], pretrained[w]), "the backbone moved while frozen"
+    assert not torch.equal(snapshots[1]["fc.weight"], snapshots[2]["fc.weight"])
+    assert not torch.equal(snapshots[2][w], pretrained[w]), "fine-tuning did not reach the backbone"
+    assert summary["test_acc"] >= 0.8  # discs vs squares, 20 held-out photos
+    out = tmp_path / "shapes.onnx"
+    code = export_cli.main(["--checkpoint", cfg.out, "--out", str(out), "--no-int8"])
+    assert code == 0, capsys.readouterr().err
+    photo = tmp_path / "new-square.png"
+    cv2.imwrite(str(photo), shape_photo("square", np.random.default_rng(99), (200, 120)))
+    capsys.readouterr()
+    assert run_digit(["--no-window", "--json", "--model", str(out), "--image", str(photo)]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["text"] == "square"
+
+
+def test_pretrained_weights_fill_all_but_the_head(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    imagenet = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "w.pth"
+    torch.save(imagenet, path)
+    model = build_model(ModelConfig("resnet18", in_channels=1, num_classes=2, input_size=224))
+    assert load_pretrained(model, str(path)) == []
+    state = model.state_dict()
+    assert torch.equal(state["conv1.weight"], imagenet["conv1.weight"].sum(1, keepdim=True))  # RGB filters summed
+    assert torch.equal(state["layer4.1.bn2.running_var"], imagenet["layer4.1.bn2.running_var"])
+    assert state["fc.weight"].shape == (2, 512)
+    small = build_model(ModelConfig("resnet18", in_channels=3, num_classes=10, input_size=32))
+    assert load_pretrained(small, str(path)) == ["conv1.weight"]  # a 3x3 stem cannot take 7x7 filters
+    (tmp_path / "bad.pth").write_bytes(b"not weights")
+    with pytest.raises(ValueError, match="bad.pth: not a readable weights file"):
+        load_pretrained(small, str(tmp_path / "bad.pth"))
+    torch.save({"x": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="not a torchvision ResNet state_dict"):
+        load_pretrained(small, str(tmp_path / "other.pth"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_DEBIAN.is_dir(), reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+def test_fashion_mnist_from_the_debian_package(tmp_path):
+    cfg = TrainConfig(dataset="fashion-mnist", arch="mlp", epochs=2, train_subset=5000, test_subset=1000,
+                      schedule="constant", lr=2e-3,
+                      data_dir=str(tmp_path), out=str(tmp_path / "f.pt"), run_dir=str(tmp_path / "run"))
+    summary = run(cfg, **QUIET)
+    assert summary["test_acc"] > 0.5  # 10 classes, chance 0.1: it learned from the real files
+    assert (tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
+    assert set(summary["per_class_accuracy"]) == set(get_spec("fashion-mnist").labels)
+
+
+@pytest.mark.slow
+def test_plots_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = TrainConfig(epochs=2, train_subset=2000, test_subset=500, val_size=500, data_dir=str(DATA_DIR), arch="mlp",
+                      tensorboard=True, out=str(tmp_path / "m.pt"), run_dir=str(tmp_path / "run"))
+    summary = run(cfg, **QUIET)
+    for name in ("curves.png", "confusion.png", "predictions.png"):
+        image = cv2.imread(str(tmp_path / "run" / name))
+        assert image is not None and image.shape[0] > 200 and image.shape[1] > 200, name
+    grid = cv2.imread(str(tmp_path / "run" / "predictions.png")).astype(int)
+    green = (grid[..., 1] > 100) & (grid[..., 0] < 60) & (grid[..., 2] < 60)
+    red = (grid[..., 2] > 150) & (grid[..., 0] < 60) & (grid[..., 1] < 60)
+    assert green.sum() > 50, "right predictions are titled in green"
+    if summary["test_acc"] < 1.0:
+        assert red.sum() > 20, "wrong predictions are titled in red"
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"loss/train", "loss/val", "acc/train", "acc/val", "lr"} <= set(events.Tags()["scalars"])
+    val = [e.value for e in events.Scalars("acc/val")]
+    assert val == pytest.approx([h["val_acc"] for h in summary["history"]])
+
+
+def test_early_stopping_and_step_schedule(tmp_path):
+    cfg = TrainConfig(epochs=6, train_subset=512, test_subset=100, val_size=200, data_dir=str(DATA_DIR), arch="mlp",
+                      lr=0.0, patience=2, out=str(tmp_path / "m.pt"), run_dir=str(tmp_path / "run"))
+    summary = run(cfg, **QUIET)
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]  # lr 0: nothing improves after epoch 1
+    cfg = TrainConfig(epochs=3, train_subset=512, test_subset=100, val_size=200, data_dir=str(DATA_DIR), arch="mlp",
+                      schedule="step", optimizer="sgd", lr=0.1, out=str(tmp_path / "s.pt"), run_dir=str(tmp_path / "s"))
+    lrs = [h["lr"] for h in run(cfg, **QUIET)["history"]]
+    assert lrs == pytest.approx([0.01, 0.001, 0.0001])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tmp_path):
+    """DistributedDataParallel on the CPU: 2 ranks train, rank 0 writes the usual checkpoint."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+           "--arch", "mlp", "--epochs", "2", "--train-subset", "2000", "--test-subset", "500", "--val-size", "500",
+           "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "ddp.pt"), "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "x 2 processes" in done.stdout and done.stdout.count("test accuracy") == 1  # rank 0 alone logs
+    ckpt = checkpoint.load(tmp_path / "ddp.pt")
+    assert ckpt["format"] == checkpoint.FORMAT and ckpt["metrics"]["test_acc"] > 0.5  # chance: 0.1
+    assert not any(k.startswith("module.") for k in ckpt["model_state"]), "saved unwrapped, loadable anywhere"
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    steps = checkpoint.load(tmp_path / "run" / "last.pt")["scheduler_state"]["_step_count"]
+    assert steps - 1 == 2 * -(-(2000 // 2) // 128), "each rank took half the images per epoch"
