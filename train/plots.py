@@ -25,7 +25,7 @@ def training_curves(history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch, training beside validation."""
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (augmented, label-smoothed)")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.plot(epochs, [h["train_acc"] for h in history], "o-", label="train (augmented)")
