@@ -181,6 +181,8 @@ def test_pretrained_weights_fill_all_but_the_head(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not weights")
     with pytest.raises(ValueError, match="bad.pth: not a readable weights file"):
         load_pretrained(small, str(tmp_path / "bad.pth"))
+    with pytest.raises(ValueError, match="are for resnet18, resnet34, resnet50, not mlp"):
+        run(TrainConfig(arch="mlp", freeze_epochs=1, out=str(tmp_path / "m.pt"), run_dir=str(tmp_path / "r")), **QUIET)
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not a torchvision ResNet state_dict"):
         load_pretrained(small, str(tmp_path / "other.pth"))

@@ -17,7 +17,7 @@ from train import checkpoint, distributed, plots
 from train.data import Split, batches, display_view, load_dataset, model_input, split_validation, subset, training_input
 from train.datasets import DatasetSpec, get_spec
 from train.files import atomic_write_json
-from train.models import DEFAULT_WIDTHS, ModelConfig, backbone_parameters, build_model, load_pretrained
+from train.models import DEFAULT_WIDTHS, RESNETS, ModelConfig, backbone_parameters, build_model, load_pretrained
 from train.run_log import RunLog
 
 
@@ -156,18 +156,21 @@ def _train(cfg: TrainConfig, device, main: bool, resume: bool, log, stop_after, 
     world = distributed.world_size()
     log(f"device: {describe_device(device)}" + (f" x {world} processes" if world > 1 else ""))
 
-    full_train, test = load_dataset(spec, Path(cfg.data_dir), log=log)
-    train, val = split_validation(full_train, min(cfg.val_size, len(full_train) // 10 or 1), cfg.seed)
-    train, test = subset(train, cfg.train_subset), subset(test, cfg.test_subset)
-    train, val, test = train.to(device), val.to(device), test.to(device)
-    log(f"data: {spec.name}, {len(train)} train / {len(val)} validation / {len(test)} test images")
-
+    if (cfg.weights or cfg.freeze_epochs) and cfg.arch not in RESNETS:
+        raise ValueError(f"--weights and --freeze-epochs are for {', '.join(RESNETS)}, not {cfg.arch}")
     model_cfg = ModelConfig(cfg.arch, in_channels=spec.channels, num_classes=len(spec.labels), input_size=spec.size,
                             widths=DEFAULT_WIDTHS.get(cfg.arch, ()))
     model = build_model(model_cfg)
     if cfg.weights:
         skipped = load_pretrained(model, cfg.weights)
         log(f"loaded {cfg.weights}" + (f" except {', '.join(skipped)} (shapes differ)" if skipped else ""))
+
+    full_train, test = load_dataset(spec, Path(cfg.data_dir), log=log)
+    train, val = split_validation(full_train, min(cfg.val_size, len(full_train) // 10 or 1), cfg.seed)
+    train, test = subset(train, cfg.train_subset), subset(test, cfg.test_subset)
+    train, val, test = train.to(device), val.to(device), test.to(device)
+    log(f"data: {spec.name}, {len(train)} train / {len(val)} validation / {len(test)} test images")
+
     model = model.to(device).to(memory_format=torch.channels_last)
     ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True) if cfg.ema else None
     evaluated = ema.module if ema is not None else model
