@@ -61,12 +61,13 @@ def cold_start(model: Path, ckpt: Path, image: Path, repeats: int) -> dict:
 
 def load_contenders(model: Path, ckpt: Path):
     """(PyTorch model, dataset spec, {runtime: Model}) for side-by-side timing; the INT8 copy too when present."""
+    from export.quantize import int8_path
     from runtime.model import Model
     from train import checkpoint
     from train.datasets import DatasetSpec
 
     ck = checkpoint.load(ckpt)
-    int8 = model.with_name(f"{model.stem}.int8{model.suffix}")
+    int8 = int8_path(model)
     files = {"": model, " int8": int8} if int8.is_file() else {"": model}
     runners = {f"{backend}{kind}": Model(path, backend=backend, device="cpu")
                for kind, path in files.items() for backend in ("onnxruntime", "opencv")}

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from export.verify import FLOAT_MAX_GAP, INT8_MAX_DROP, accuracy_gap, dataset_parity, open_runtimes
-from runtime.errors import ModelError
+from runtime.errors import ModelError, first_line
 from train import checkpoint
 from train.data import load_dataset, subset
 from train.datasets import DatasetSpec
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"error: check failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", file=sys.stderr)
+        print(f"error: check failed ({first_line(exc)})", file=sys.stderr)
         return 1
     print(json.dumps(result) if args.json else format_check(result))
     if not result["passed"]:

@@ -18,9 +18,11 @@ import onnxruntime
 import torch
 
 from export.onnx_export import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, attach_metadata, export_onnx, input_shape
-from export.quantize import CALIBRATION_IMAGES, QUANT_FORMAT, calibration_blob, quantize_int8
+from export.quantize import CALIBRATION_IMAGES, QUANT_FORMAT, calibration_blob, int8_path, quantize_int8
 from export.report import measure_latency, to_markdown
 from export.verify import ATOL, open_runtimes, verify_file, verify_int8
+from runtime.errors import first_line
+from runtime.integrity import report_beside
 from runtime.metadata import ModelInfo, Preprocess
 from train import checkpoint
 from train.data import load_dataset, subset
@@ -81,34 +83,36 @@ def export_checkpoint(args: argparse.Namespace, log=print) -> dict:
     common = dict(checkpoint=str(ckpt_path), checkpoint_sha256=ckpt_sha, exporter=args.exporter, opset=args.opset,
                   input_shape=list(info.input_shape), versions=info.provenance["versions"])
     log(f"verifying {len(data) / 1e6:.2f} MB ONNX ({args.exporter}, opset {args.opset}) on {len(test)} test images")
-    report = install(data, out, lambda path: verify_file(path, model, spec, test), common)
+    report = install(data, out, lambda path, runtimes: verify_file(path, runtimes, model, spec, test), common)
     if report["passed"] and args.int8:
-        int8_out = out.with_name(f"{out.stem}.int8{out.suffix}")
         log(f"quantizing to INT8 ({QUANT_FORMAT}) with {CALIBRATION_IMAGES} training images")
         int8 = quantize_int8(data, calibration_blob(train.images, spec))
-        report["int8"] = install(int8, int8_out, lambda path: verify_int8(path, model, spec, test),
+        report["int8"] = install(int8, int8_path(out), lambda path, runtimes: verify_int8(path, runtimes, model, spec, test),
                                  dict(common, float32={k: report[k] for k in ("onnx_bytes", "comparisons", "latency")}))
     return report
 
 
 def install(data: bytes, out: Path, verify, extra: dict) -> dict:
-    """Write data as a candidate beside out, verify those bytes, rename over out only if they pass.
+    """Write data as a candidate beside out, verify those bytes (verify(path, runtimes)), rename
+    over out only if they pass.
 
-    Writes <out>.report.json and .md, or <out>.rejected.report.json and .md."""
+    Writes <out>.report.json and .md (run-digit --check-model reads the JSON), or
+    <out>.rejected.report.json and .md."""
     candidate = out.with_name(f".{out.name}.candidate")
     atomic_write_bytes(candidate, data)
     try:
-        report = verify(candidate)
+        runtimes = open_runtimes(candidate)
+        report = verify(candidate, runtimes)
         report.update(extra, model=str(out), onnx_sha256=hashlib.sha256(data).hexdigest(), onnx_bytes=len(data))
         if report["passed"]:
-            report["latency"] = measure_latency(open_runtimes(candidate))
+            report["latency"] = measure_latency(runtimes)
             os.replace(candidate, out)
     finally:
         candidate.unlink(missing_ok=True)
-    stem = f"{out.with_suffix('')}.{'report' if report['passed'] else 'rejected.report'}"
-    report["report_path"] = f"{stem}.json"
-    atomic_write_json(Path(report["report_path"]), report)
-    atomic_write_bytes(Path(f"{stem}.md"), to_markdown(report).encode())
+    json_path = report_beside(out) if report["passed"] else out.with_suffix(".rejected.report.json")
+    report["report_path"] = str(json_path)
+    atomic_write_json(json_path, report)
+    atomic_write_bytes(json_path.with_suffix(".md"), to_markdown(report).encode())
     return report
 
 
@@ -132,7 +136,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"error: export failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+        print(f"error: export failed ({first_line(exc)}); "
               f"the previous models are unchanged", file=sys.stderr)
         return 1
     for r in (report, report.get("int8")):

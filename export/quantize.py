@@ -61,12 +61,17 @@ def _int8_info(fp32: onnx.ModelProto, calibration_count: int):
     return dataclasses.replace(info, provenance=provenance)
 
 
+def int8_path(fp32_path: Path) -> Path:
+    """artifacts/digits.onnx -> artifacts/digits.int8.onnx"""
+    return fp32_path.with_name(f"{fp32_path.stem}.int8{fp32_path.suffix}")
+
+
 def calibration_blob(images, spec, count: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
-    """A seeded random sample of training images, normalised as in training."""
+    """A seeded random sample of training images, as the network sees them at evaluation."""
     import torch
 
-    from train.data import normalize
+    from train.data import model_input
 
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(images), generator=gen)[:count]
-    return normalize(images[idx], spec).numpy()
+    return model_input(images[idx], spec).numpy()

@@ -79,7 +79,7 @@ def runtime_tiles(reader: DigitReader, images: torch.Tensor, folder: Path) -> li
             pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(str(path), pixels):
             raise OSError(f"cannot write {path}")
-        boxes, found = reader.locate(read_image(path))
+        _, found = reader.locate(read_image(path))
         tiles.append(found[0] if found else np.zeros_like(pixels))
         path.unlink()
     return tiles
@@ -113,13 +113,10 @@ def accuracy_gap(parity: dict) -> float:
     return max(abs(c.accuracy - ref) for c in parity["comparisons"]) * 100
 
 
-def verify_file(onnx_path: Path, model: torch.nn.Module, spec: DatasetSpec, test: Split,
-                random_count: int = 64, seed: int = 0) -> dict:
-    """Every check for a float model on onnx_path; a report dict with 'passed' and the figures."""
-    report: dict = {"kind": "float32", "atol": ATOL}
-    onnx.checker.check_model(onnx.load(str(onnx_path)), full_check=True)
-    report["onnx_checker"] = "passed (full_check)"
-    runtimes = open_runtimes(onnx_path)
+def verify_file(onnx_path: Path, runtimes: dict[str, Model], model: torch.nn.Module, spec: DatasetSpec,
+                test: Split, random_count: int = 64, seed: int = 0) -> dict:
+    """Every check for a float model on onnx_path (open in runtimes); a report with 'passed' and the figures."""
+    report = _checked(onnx_path, kind="float32", atol=ATOL)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(random_count, spec.channels, spec.size, spec.size, generator=gen)
     ref = torch_logits(model, x)
@@ -133,18 +130,22 @@ def verify_file(onnx_path: Path, model: torch.nn.Module, spec: DatasetSpec, test
     return report
 
 
-def verify_int8(onnx_path: Path, model: torch.nn.Module, spec: DatasetSpec, test: Split) -> dict:
+def verify_int8(onnx_path: Path, runtimes: dict[str, Model], model: torch.nn.Module, spec: DatasetSpec,
+                test: Split) -> dict:
     """An INT8 model computes other logits by design: it passes on accuracy, not on logits."""
-    report: dict = {"kind": "int8", "max_accuracy_drop_points": INT8_MAX_DROP}
-    onnx.checker.check_model(onnx.load(str(onnx_path)), full_check=True)
-    report["onnx_checker"] = "passed (full_check)"
-    runtimes = open_runtimes(onnx_path)
+    report = _checked(onnx_path, kind="int8", max_accuracy_drop_points=INT8_MAX_DROP)
     parity = dataset_parity(runtimes, model, spec, test)
     report.update(_parity_fields(parity, runtimes), comparisons=[c.to_dict() for c in parity["comparisons"]])
     drop = max(parity["pytorch_test_accuracy"] - c.accuracy for c in parity["comparisons"]) * 100
     report["accuracy_drop_points"] = drop
     report["passed"] = drop <= INT8_MAX_DROP and report["preprocess_max_abs_diff"] <= PREPROCESS_ATOL
     return report
+
+
+def _checked(onnx_path: Path, **fields) -> dict:
+    """The start of a report: onnx.checker's full check has passed (it raises otherwise)."""
+    onnx.checker.check_model(onnx.load(str(onnx_path)), full_check=True)
+    return {**fields, "onnx_checker": "passed (full_check)"}
 
 
 def _parity_fields(parity: dict, runtimes: dict[str, Model]) -> dict:

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from runtime.errors import ModelError
+from runtime.errors import ModelError, first_line
 from runtime.metadata import ModelInfo
 
 
@@ -37,7 +37,7 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(model_bytes, options, providers=providers)
         except Exception as exc:
-            raise ModelError(f"onnxruntime cannot load it ({_first_line(exc)})") from None
+            raise ModelError(f"onnxruntime cannot load it ({first_line(exc)})") from None
         self.input_name, self.output_name = info.input_name, info.output_name
         self.providers = self.session.get_providers()
 
@@ -56,7 +56,7 @@ class OpenCVBackend:
         try:
             self.net = cv2.dnn.readNetFromONNX(np.frombuffer(model_bytes, dtype=np.uint8))
         except cv2.error as exc:
-            raise ModelError(f"OpenCV DNN cannot load it ({_first_line(exc)})") from None
+            raise ModelError(f"OpenCV DNN cannot load it ({first_line(exc)})") from None
         if self.net.empty():
             raise ModelError("OpenCV DNN loaded an empty network")
         self.input_name, self.output_name = info.input_name, info.output_name
@@ -69,7 +69,3 @@ class OpenCVBackend:
 
 BACKENDS = {b.name: b for b in (OnnxRuntimeBackend, OpenCVBackend)}
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)[:300]

@@ -7,3 +7,9 @@ class InputError(Exception):
 
 class ModelError(Exception):
     """The model file is missing, not ONNX, or lacks what the runtime needs."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
+    text = str(exc).strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)[:300]

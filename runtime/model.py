@@ -7,7 +7,6 @@ import numpy as np
 
 from runtime.backends import BACKENDS
 from runtime.errors import ModelError
-from runtime.integrity import check_against_report
 from runtime.foreign import Overrides, describe
 from runtime.metadata import ModelInfo
 from runtime.onnx_props import read_model_summary
@@ -21,6 +20,8 @@ class Model:
         self.path = Path(path)
         data = _read_model_bytes(self.path)
         if check_report:
+            from runtime.integrity import check_against_report  # hashlib costs start-up time; only when asked
+
             check_against_report(self.path, data, None if check_report is True else Path(check_report))
         try:
             props, inputs, outputs = read_model_summary(data)

@@ -9,6 +9,8 @@ import shutil
 import sys
 import threading
 
+from runtime.errors import first_line
+
 
 def phrase(text: str) -> str:
     return text if text else "no digit"
@@ -44,7 +46,7 @@ class Speaker:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.engine = pyttsx3.init()
         except Exception as exc:  # no espeak-ng, no audio stack, no pyttsx3: all mean "no speech"
-            self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.error = first_line(exc)
             self._warn(f"warning: speech is off: {self.error}; install espeak-ng and pyttsx3 for --speak")
 
     @property
@@ -67,7 +69,7 @@ class Speaker:
                 self.engine.runAndWait()
         except Exception as exc:
             self.engine = None
-            self._warn(f"warning: speech stopped ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            self._warn(f"warning: speech stopped ({first_line(exc)})")
 
 
 class SpeakOnChange:

@@ -95,6 +95,9 @@ def test_imagefolder_spec_and_loading(image_folder):
     assert any("broken.jpg" in line for line in lines), "the unreadable file is reported"
     with pytest.raises(ValueError, match="train/ and val/"):
         get_spec(f"imagefolder:{image_folder / 'train'}")
+    from export.quantize import calibration_blob
+
+    assert calibration_blob(train.images, spec, count=8).shape == (8, 3, 48, 48), "INT8 calibrates on the input view"
 
 
 @pytest.mark.slow

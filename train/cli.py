@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from runtime.errors import first_line
 from train.engine import TrainConfig, TrainingDiverged, run
 from train.models import ARCHS
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}; {cfg.out} keeps the last good model", file=sys.stderr)
         return 1
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

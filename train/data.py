@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 import numpy as np
+import torch
 
 from train import sources
 from train.augment import augment_batch
@@ -86,12 +85,9 @@ def model_input(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
 
 
 def training_input(images: torch.Tensor, spec: DatasetSpec, augment: bool) -> torch.Tensor:
-    x = images.float() / 255.0
-    return normalize(augment_batch(x, spec) if augment else center_crop(x, spec.size), spec)
-
-
-def display_view(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
-    return center_crop(images, spec.size)
+    if not augment:
+        return model_input(images, spec)
+    return normalize(augment_batch(images.float() / 255.0, spec), spec)
 
 
 def batches(split: Split, batch_size: int, order: torch.Tensor | None = None):

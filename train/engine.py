@@ -6,15 +6,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-import numpy as np
-from torch.optim.swa_utils import AveragedModel
-
 from train import checkpoint, distributed, plots
-from train.data import Split, batches, display_view, load_dataset, model_input, split_validation, subset, training_input
+from train.data import Split, batches, center_crop, load_dataset, model_input, split_validation, subset, training_input
 from train.datasets import DatasetSpec, get_spec
 from train.files import atomic_write_json
 from train.models import DEFAULT_WIDTHS, RESNETS, ModelConfig, backbone_parameters, build_model, load_pretrained
@@ -295,7 +294,7 @@ def _finish(cfg: TrainConfig, spec: DatasetSpec, test: Split, device, history: l
     labels = test.labels.cpu().numpy()
     wrong = np.flatnonzero(preds != labels)[:12]
     shown = np.sort(np.concatenate([wrong, np.setdiff1d(np.arange(min(len(labels), 36)), wrong)[: 36 - len(wrong)]]))
-    plots.prediction_grid(display_view(test.images[shown].cpu(), spec).numpy(), labels[shown], preds[shown],
+    plots.prediction_grid(center_crop(test.images[shown].cpu(), spec.size).numpy(), labels[shown], preds[shown],
                           spec.labels, run_dir / "predictions.png")
     log(f"test accuracy {test_acc:.4f} on {len(test)} images (best epoch {summary['best_epoch']}, "
         f"{summary['train_time_s']:.0f} s of training) -> {cfg.out}; plots in {run_dir}")

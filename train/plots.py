@@ -1,6 +1,7 @@
 """Pictures of a run, written into its run folder: curves, confusion matrix, test predictions."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -13,8 +14,6 @@ from train.files import atomic_write_bytes  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -12,27 +12,18 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
-import socket
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from train.mnist_source import DOWNLOAD_TIMEOUT_S, DataUnavailable, _NumpyOnlyUnpickler
+from runtime.errors import first_line
+from train.mnist_source import DataUnavailable, _NumpyOnlyUnpickler, with_download_timeout
 
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-
-
-def _with_timeout(fetch):
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # offline, fail in seconds
-    try:
-        fetch()
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def ensure_fashion_mnist(root: Path, log=print) -> Path:
@@ -52,9 +43,9 @@ def ensure_fashion_mnist(root: Path, log=print) -> Path:
 
     log("Fashion-MNIST: trying torchvision download")
     try:
-        _with_timeout(lambda: [FashionMNIST(str(root), train=t, download=True) for t in (True, False)])
+        with_download_timeout(lambda: [FashionMNIST(str(root), train=t, download=True) for t in (True, False)])
     except Exception as exc:  # any network failure: say where the files go instead
-        raise DataUnavailable(f"Fashion-MNIST not found ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+        raise DataUnavailable(f"Fashion-MNIST not found ({first_line(exc)}); "
                               f"install the Debian package dataset-fashion-mnist or put {', '.join(FASHION_FILES)} "
                               f"into {raw}") from None
     return raw
@@ -75,7 +66,7 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data, labels = batch[b"data"], batch[b"labels"]
         images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
     except Exception as exc:  # a truncated or foreign file: name it
-        raise DataUnavailable(f"{path}: not a CIFAR-10 batch ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+        raise DataUnavailable(f"{path}: not a CIFAR-10 batch ({first_line(exc)})") from None
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(images):
         raise DataUnavailable(f"{path}: {len(images)} images but {len(labels)} labels")
@@ -90,9 +81,9 @@ def load_cifar10(root: Path, log=print):
 
         log("CIFAR-10: trying torchvision download")
         try:
-            _with_timeout(lambda: CIFAR10(str(root), train=True, download=True))
+            with_download_timeout(lambda: CIFAR10(str(root), train=True, download=True))
         except Exception as exc:  # any network failure: say where the files go instead
-            raise DataUnavailable(f"CIFAR-10 not found ({str(exc).splitlines()[0] if str(exc) else exc!r}); unpack "
+            raise DataUnavailable(f"CIFAR-10 not found ({first_line(exc)}); unpack "
                                   f"cifar-10-python.tar.gz so that {folder}/data_batch_1..5 and test_batch exist") from None
     train = [read_cifar_batch(folder / n) for n in CIFAR_TRAIN]
     test = read_cifar_batch(folder / "test_batch")
