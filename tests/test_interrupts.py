@@ -38,13 +38,34 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path):
     wait_for(tmp_path / "run" / "last.pt", proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "run again with --resume" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "run again with --resume" in err and "Traceback" not in err, err
     done_epochs = checkpoint.load(tmp_path / "run" / "last.pt")["epoch"]
     resumed = subprocess.run(train_cmd(tmp_path, "--epochs", "40", "--resume", "--stop-after", "1"),
                              cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming after epoch {done_epochs}" in resumed.stdout
     assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == done_epochs + 1
+
+
+def test_ctrl_c_inside_a_checkpoint_write_waits_for_it(tmp_path, monkeypatch):
+    """The signal lands while last.pt is being written: the write completes, then the run stops."""
+    from train.engine import TrainConfig, run
+
+    real_save = checkpoint.save
+
+    def save_interrupted(path, payload):
+        if Path(path).name == "last.pt":
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_save(path, payload)
+
+    monkeypatch.setattr(checkpoint, "save", save_interrupted)
+    cfg = TrainConfig(epochs=3, train_subset=512, val_size=256, test_subset=256, data_dir=str(DATA_DIR),
+                      out=str(tmp_path / "d.pt"), run_dir=str(tmp_path / "run"))
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, log=lambda *_: None)
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == 1
+    assert checkpoint.load(tmp_path / "d.pt")["metrics"]["epoch"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigkill_at_any_moment_leaves_loadable_checkpoints(tmp_path):

@@ -16,6 +16,7 @@ from train import checkpoint, distributed, plots
 from train.data import Split, batches, center_crop, load_dataset, model_input, split_validation, subset, training_input
 from train.datasets import DatasetSpec, get_spec
 from train.files import atomic_write_json
+from train.interrupt import DeferredInterrupt
 from train.models import DEFAULT_WIDTHS, RESNETS, ModelConfig, backbone_parameters, build_model, load_pretrained
 from train.run_log import RunLog
 
@@ -142,12 +143,14 @@ def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | Non
     main = distributed.is_main()
     log = log if main else (lambda *_: None)
     try:
-        return _train(cfg, device, main, resume, log, stop_after, on_epoch)
+        with DeferredInterrupt() as interrupt:
+            return _train(cfg, device, main, resume, log, stop_after, on_epoch, interrupt)
     finally:
         distributed.teardown()
 
 
-def _train(cfg: TrainConfig, device, main: bool, resume: bool, log, stop_after, on_epoch) -> dict:
+def _train(cfg: TrainConfig, device, main: bool, resume: bool, log, stop_after, on_epoch,
+           interrupt: DeferredInterrupt) -> dict:
     spec = get_spec(cfg.dataset, cfg.image_size)
     run_dir = Path(cfg.run_dir)
     last_path = run_dir / "last.pt"
@@ -216,6 +219,7 @@ def _train(cfg: TrainConfig, device, main: bool, resume: bool, log, stop_after, 
         bar = tqdm(batches(train, cfg.batch_size, order), total=steps_per_epoch, disable=not main,
                    desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, mininterval=1.0)
         for images, labels in bar:
+            interrupt.check()
             x = training_input(images, spec, cfg.augment).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = net(x)
@@ -260,6 +264,7 @@ def _train(cfg: TrainConfig, device, main: bool, resume: bool, log, stop_after, 
             paused = time.perf_counter()
             on_epoch(epoch, evaluated, elapsed)
             t0 += time.perf_counter() - paused
+        interrupt.check()
         best_epoch = max(history, key=lambda h: h["val_acc"])["epoch"]
         if cfg.patience and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs:
             log(f"early stop: no better validation accuracy for {cfg.patience} epochs (best: epoch {best_epoch})")
@@ -268,6 +273,7 @@ def _train(cfg: TrainConfig, device, main: bool, resume: bool, log, stop_after, 
             log(f"stopping after epoch {epoch} as asked; continue with --resume")
             return {"config": asdict(cfg), "history": history, "stopped_at": epoch}
 
+    interrupt.check()
     if not main:
         return {"config": asdict(cfg), "history": history}
     summary = _finish(cfg, spec, test, device, history, log)

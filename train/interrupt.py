@@ -1,0 +1,35 @@
+"""Ctrl-C during training takes effect between batches, never inside a checkpoint write or a plot.
+
+A KeyboardInterrupt raised wherever the signal lands can surface inside third-party code
+(pickling, PNG encoding, a lazy import) as some other error; deferring it to a point the
+loop chooses keeps the exit code and the written files predictable. A second Ctrl-C
+interrupts at once.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class DeferredInterrupt:
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt here if Ctrl-C was pressed since the last check."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
