@@ -194,8 +194,8 @@ def training(data_dir: str = "data") -> dict:
     test = test.to(device)
     recipes = {
         CLASSIC: dict(arch="classic", optimizer="adam", schedule="constant", lr=1e-3, weight_decay=0.0,
-                      label_smoothing=0.0, ema=0.0, batch_size=64, epochs=5, augment=False),
-        "default: make train (digitnet, AdamW one-cycle, EMA, augmentation, 8 epochs)": {},
+                      label_smoothing=0.0, ema=0.0, batch_size=64, epochs=5, augment=False, reject_class=False),
+        "default: make train (digitnet, AdamW one-cycle, EMA, augmentation, 'no digit' class, 8 epochs)": {},
     }
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

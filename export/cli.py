@@ -61,7 +61,7 @@ def model_info(ckpt: dict, proto: onnx.ModelProto, exporter: str, opset: int, ck
         labels=tuple(spec.labels), input_name=INPUT_NAME, input_shape=input_shape(proto), output_name=OUTPUT_NAME,
         preprocess=Preprocess(spec.size, spec.size, tuple(spec.mean), tuple(spec.std), spec.color, spec.fit, spec.ink,
                               spec.resize_shorter),
-        provenance=provenance,
+        provenance=provenance, reject=spec.reject,
     )
 
 

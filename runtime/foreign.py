@@ -84,7 +84,9 @@ def _apply(info: ModelInfo, ov: Overrides) -> ModelInfo:
                      std=_per_channel(ov.std, channels, "--std") if ov.std else pp.std,
                      color="rgb" if ov.rgb and channels == 3 else pp.color, fit=ov.fit or pp.fit)
     shape = (info.input_shape[0], channels, size[1], size[0])
-    out = replace(info, labels=ov.labels or info.labels, input_shape=shape, preprocess=new_pp)
+    labels = ov.labels or info.labels
+    out = replace(info, labels=labels, input_shape=shape, preprocess=new_pp,
+                  reject=info.reject if info.reject in labels else "")
     _check(out)
     return out
 

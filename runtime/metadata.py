@@ -4,7 +4,8 @@ Each metadata_props value is a JSON string (parsed with json, never eval):
   digitpipe   schema version, "1"
   labels      ["0", "1", ...]
   input       {"name", "shape" (batch may be a string for a dynamic axis), "layout": "NCHW", "color": gray|rgb|bgr}
-  output      {"name", "kind": "logits"}
+  output      {"name", "kind": "logits",
+               "reject": a label (optional): the class for what is none of the others, e.g. "no digit"}
   preprocess  {"size": [w, h], "mean": [...], "std": [...] (0..1 pixel scale), "swap_rb",
                "fit": digit|resize, "ink": light_on_dark|any,
                "resize_shorter": N (optional; resize: shorter side to N, then the centre crop)}
@@ -52,6 +53,7 @@ class ModelInfo:
     output_name: str
     preprocess: Preprocess
     provenance: dict = field(default_factory=dict)
+    reject: str = ""  # the label that means "none of the others": the reader reports nothing for it
 
     @property
     def fixed_batch(self) -> int | None:
@@ -64,7 +66,7 @@ def to_props(info: ModelInfo) -> dict[str, str]:
         "digitpipe": SCHEMA_VERSION,
         "labels": json.dumps(list(info.labels)),
         "input": json.dumps({"name": info.input_name, "shape": list(info.input_shape), "layout": "NCHW", "color": pp.color}),
-        "output": json.dumps({"name": info.output_name, "kind": "logits"}),
+        "output": json.dumps({"name": info.output_name, "kind": "logits", **({"reject": info.reject} if info.reject else {})}),
         "preprocess": json.dumps({"size": [pp.width, pp.height], "mean": list(pp.mean), "std": list(pp.std),
                                   "swap_rb": pp.swap_rb, "fit": pp.fit, "ink": pp.ink,
                                   "resize_shorter": pp.resize_shorter}),
@@ -85,6 +87,8 @@ def from_props(props: dict[str, str]) -> ModelInfo:
     prov = _json(props, "provenance", dict) if "provenance" in props else {}
     _check(labels and all(isinstance(x, str) for x in labels), "labels must be a non-empty list of strings")
     _check(isinstance(inp.get("name"), str) and isinstance(out.get("name"), str), "input/output need a name")
+    reject = out.get("reject", "")
+    _check(reject == "" or reject in labels, f"output reject {reject!r} is not one of the labels")
     shape = inp.get("shape")
     _check(isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:])
            and (isinstance(shape[0], str) or (isinstance(shape[0], int) and shape[0] > 0)),
@@ -117,6 +121,7 @@ def from_props(props: dict[str, str]) -> ModelInfo:
         preprocess=Preprocess(size[0], size[1], tuple(float(v) for v in mean), tuple(float(v) for v in std),
                               color, fit, ink, shorter),
         provenance=prov,
+        reject=reject,
     )
 
 

@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from bench.photos import render_photo
-from runtime.digits import find_digits, ink_is_dark, normalise_tile
+from runtime.digits import FinderSettings, find_digits, ink_is_dark, normalise_tile
 
 
 def test_normalise_tile_fits_20_and_centres_mass():
@@ -100,3 +102,36 @@ def test_resolve_splits_keeps_the_surer_reading():
              Candidate((10, 0, 10, 10), tile, 1, (0, "piece")), Candidate((20, 0, 10, 10), tile, 1, (0, "piece"))]
     assert resolve_splits(found, np.array([0.9, 0.5, 0.95, 0.9])) == [0, 2, 3]  # both pieces surer
     assert resolve_splits(found, np.array([0.9, 0.97, 0.95, 0.6])) == [0, 1]  # one weak piece: keep whole
+
+
+def test_pen_strokes_spread_little_blobs_and_textures_much(mnist_test):
+    from runtime.digits import stroke_spread
+
+    images, _ = mnist_test
+    spreads = [stroke_spread(cv2.resize(t, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC) > 100) for t in images[:300]]
+    assert max(spreads) < FinderSettings().max_stroke_spread
+    stick_figure = np.zeros((300, 200), np.uint8)  # a filled head on thin limbs: no pen draws both
+    cv2.circle(stick_figure, (100, 60), 45, 1, -1)
+    for a, b in (((100, 100), (100, 220)), ((40, 150), (160, 150)), ((100, 220), (50, 290)), ((100, 220), (150, 290))):
+        cv2.line(stick_figure, a, b, 1, 5)
+    assert stroke_spread(stick_figure) > FinderSettings().max_stroke_spread
+
+
+@pytest.mark.parametrize("name", ["camera.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "grass.png", "rocket.jpg"])
+def test_no_digit_in_photographs_of_people_and_things(name):
+    """Real photographs (scikit-image's samples) hold no pen strokes: nothing is offered to the model."""
+    import skimage
+
+    photo = cv2.imread(str(Path(skimage.__file__).parent / "data" / name), cv2.IMREAD_COLOR)
+    assert find_digits(photo) == []
+
+
+def test_rows_of_ink_are_not_one_digit(mnist_test):
+    """A digit written below another is its own glyph, not a piece of the one above."""
+    images, _ = mnist_test
+    page = np.full((480, 640), 220, np.uint8)
+    for tile, top in ((images[0], 40), (images[1], 260)):  # 168 px tall digits, 52 px apart
+        ink = cv2.resize(tile, (168, 168), interpolation=cv2.INTER_CUBIC)
+        page[top : top + 168, 250:418] = np.minimum(page[top : top + 168, 250:418], 255 - ink)
+    found = [c for c in find_digits(page) if not c.split]
+    assert sorted(c.box[1] // 100 for c in found) == [0, 2]  # one at the top, one lower down

@@ -19,7 +19,7 @@ def test_exported_file_describes_itself(exported, trained):
     proto = onnx.load(str(path))
     props = {p.key: p.value for p in proto.metadata_props}
     info = from_props(props)
-    assert info.labels == tuple(str(d) for d in range(10))
+    assert info.labels == tuple(str(d) for d in range(10)) + ("no digit",) and info.reject == "no digit"
     assert info.preprocess.mean == (0.1307,) and info.preprocess.std == (0.3081,) and info.preprocess.fit == "digit"
     assert info.input_shape == ("batch", 1, 28, 28) and proto.opset_import[0].version == export_cli.DEFAULT_OPSET
     prov = json.loads(props["provenance"])
@@ -46,7 +46,7 @@ def test_other_exporter_and_static_batch_verify(trained, tmp_path, exporter):
     ckpt, _ = trained
     out = tmp_path / "d.onnx"
     code = export_cli.main(["--checkpoint", str(ckpt), "--out", str(out), "--exporter", exporter, "--static-batch",
-                            "--data-dir", str(DATA_DIR), "--verify-images", "200"])
+                            "--data-dir", str(DATA_DIR), "--verify-images", "1000"])
     assert code == 0
     model = Model(out, backend="opencv")
     assert model.info.fixed_batch == 1

@@ -30,9 +30,10 @@ def imported_modules(path: Path):
             yield node.module
 
 
-# Training reads image folders with the runtime's own reading and resizing, so that the
-# images a model learns from are prepared exactly as the deployed runtime prepares photos.
-TRAIN_MAY_USE = {"runtime.errors", "runtime.imageio", "runtime.preprocess"}
+# Training reads image folders with the runtime's own reading and resizing, and normalises
+# its generated non-digit ink with the runtime's digit normalisation, so that the images a
+# model learns from are prepared exactly as the deployed runtime prepares photos.
+TRAIN_MAY_USE = {"runtime.errors", "runtime.imageio", "runtime.preprocess", "runtime.digits"}
 
 
 def test_train_uses_only_the_runtime_image_preparation():

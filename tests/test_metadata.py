@@ -20,6 +20,18 @@ def test_roundtrip():
     assert json.loads(props["preprocess"])["mean"] == [0.1307]
 
 
+def test_reject_label_roundtrips_and_must_be_a_label():
+    from dataclasses import replace
+
+    info = replace(INFO, labels=INFO.labels + ("no digit",), reject="no digit")
+    props = to_props(info)
+    assert json.loads(props["output"])["reject"] == "no digit" and from_props(props) == info
+    assert "reject" not in json.loads(to_props(INFO)["output"])  # older files read as before: no reject class
+    props["output"] = json.dumps({"name": "logits", "kind": "logits", "reject": "nothing"})
+    with pytest.raises(ModelError, match="reject 'nothing' is not one of the labels"):
+        from_props(props)
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("labels", "not json", "'labels' is not valid JSON"),
     ("labels", "{}", "'labels' must be a JSON list"),

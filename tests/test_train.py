@@ -146,7 +146,10 @@ def test_short_training_run_learns_and_records(trained):
     assert summary["test_acc"] > 0.95, summary["test_acc"]
     ckpt = checkpoint.load(path)
     assert ckpt["metrics"]["test_acc"] == summary["test_acc"]
-    assert ckpt["dataset"]["mean"] == MNIST.mean and len(summary["confusion_matrix"]) == 10
+    assert ckpt["dataset"]["mean"] == MNIST.mean and len(summary["confusion_matrix"]) == 11
+    assert list(summary["per_class_accuracy"]) == list("0123456789")  # no test image is "no digit"
+    rejection = summary["no_digit"]  # scored on non-digit ink generated with another seed
+    assert rejection["generated_rejected"] > 0.6 and rejection["test_digits_rejected"] < 0.01, rejection
     assert (path.parent / "run" / "metrics.json").is_file() and (path.parent / "run" / "last.pt").is_file()
 
 
@@ -169,3 +172,29 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     b = checkpoint.load(tmp_path / "b" / "last.pt")["model_state"]
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
+
+
+def test_generated_non_digits_are_seeded_tiles_of_every_family(mnist_test):
+    from train.negatives import FAMILIES, negatives
+
+    images, _ = mnist_test
+    tiles = negatives(len(FAMILIES) * 3 + 3, seed=1, digits=images[:100])
+    assert tiles.shape == (len(FAMILIES) * 3 + 3, 28, 28) and tiles.dtype == np.uint8
+    assert np.array_equal(tiles, negatives(len(tiles), seed=1, digits=images[:100]))
+    assert not np.array_equal(tiles, negatives(len(tiles), seed=2, digits=images[:100]))
+    assert (tiles.reshape(len(tiles), -1).max(1) > 200).all()  # every one has ink
+    ys, xs = np.nonzero(tiles[len(FAMILIES)] > 50)  # a pair of digits: fitted by its width, so wider than tall
+    assert xs.max() - xs.min() > 1.5 * (ys.max() - ys.min())
+
+
+def test_non_digits_join_only_the_training_split(mnist_test):
+    from train.data import with_negatives
+    from train.datasets import FASHION_MNIST, with_reject_class
+
+    images, labels = mnist_test
+    spec = with_reject_class(MNIST)
+    assert spec.labels[-1] == spec.reject == "no digit" and with_reject_class(spec) == spec
+    assert with_reject_class(FASHION_MNIST) == FASHION_MNIST  # only a digit finder meets non-digit ink
+    train = Split(torch.from_numpy(images[:500]).unsqueeze(1), torch.from_numpy(labels[:500]).long())
+    mixed = with_negatives(train, spec, seed=0)
+    assert len(mixed) == 550 and (mixed.labels[500:] == 10).all() and torch.equal(mixed.images[:500], train.images)

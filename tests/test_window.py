@@ -41,6 +41,18 @@ def xvfb():
     server.wait(5)
 
 
+def wait_for_window(env: dict, proc, search: list[str], timeout: float = 30.0) -> str:
+    """The X window ids xdotool finds for run-digit's window, waiting for it to appear."""
+    end = time.time() + timeout
+    while time.time() < end:
+        found = subprocess.run(["xdotool", "search", *search], env=env, capture_output=True, text=True).stdout.strip()
+        if found:
+            return found
+        assert proc.poll() is None, f"run-digit exited ({proc.returncode}) before its window appeared"
+        time.sleep(0.2)
+    raise AssertionError(f"no run-digit window appeared in {timeout:.0f} s")
+
+
 def test_window_shows_the_reading(exported, mnist_test, tmp_path, xvfb):
     model, _ = exported
     images, labels = mnist_test
@@ -50,14 +62,7 @@ def test_window_shows_the_reading(exported, mnist_test, tmp_path, xvfb):
     proc = subprocess.Popen([sys.executable, "-m", "runtime", "--model", str(model), "--image", str(photo),
                              "--delay", "6000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        window = ""
-        for _ in range(50):
-            found = subprocess.run(["xdotool", "search", "--name", WINDOW_TITLE], env=env, capture_output=True, text=True)
-            window = found.stdout.strip()
-            if window:
-                break
-            time.sleep(0.2)
-        assert window, "no run-digit window appeared"
+        window = wait_for_window(env, proc, ["--name", WINDOW_TITLE])
         time.sleep(1.0)  # let it paint
         shot = read_xwd(subprocess.run(["xwd", "-root", "-silent"], env=env, capture_output=True, check=True).stdout)
         cv2.imwrite(str(tmp_path / "screen.png"), shot)
@@ -84,14 +89,7 @@ def test_live_window_snapshot_and_quit_keys(exported, mnist_test, tmp_path, xvfb
     proc = subprocess.Popen([sys.executable, "-m", "runtime", "--model", str(model), "--video", str(video), "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
-        window = ""
-        for _ in range(50):
-            window = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", WINDOW_TITLE], env=env,
-                                    capture_output=True, text=True).stdout.strip()
-            if window:
-                break
-            time.sleep(0.2)
-        assert window, "no run-digit window appeared"
+        window = wait_for_window(env, proc, ["--onlyvisible", "--name", WINDOW_TITLE])
         # Real key events (XTEST) to the focused window: Qt ignores synthetic XSendEvent keys.
         target = window.splitlines()[-1]
         subprocess.run(["xdotool", "mousemove", "100", "100"], env=env, check=True)

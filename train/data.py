@@ -15,6 +15,7 @@ from train import sources
 from train.augment import augment_batch
 from train.datasets import DatasetSpec
 from train.mnist_source import ensure_mnist
+from train.negatives import SHARE, negatives
 
 
 @dataclass
@@ -58,6 +59,14 @@ def split_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Spl
         raise ValueError(f"validation size {val_size} must be between 1 and {len(train) - 1}")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     return train.take(order[val_size:]), train.take(order[:val_size])
+
+
+def with_negatives(train: Split, spec: DatasetSpec, seed: int) -> Split:
+    """The training split plus generated non-digit ink labelled spec.reject, one image for
+    every 1/SHARE digits (train/negatives.py)."""
+    tiles = negatives(round(len(train) * SHARE), seed, train.images[:, 0].cpu().numpy())
+    label = torch.full((len(tiles),), spec.labels.index(spec.reject), dtype=torch.long)
+    return Split(torch.cat([train.images.cpu(), torch.from_numpy(tiles).unsqueeze(1)]), torch.cat([train.labels.cpu(), label]))
 
 
 def subset(split: Split, count: int | None) -> Split:

@@ -5,7 +5,7 @@ specs, so the runtime's preprocessing cannot drift from what the model was train
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 
@@ -27,6 +27,8 @@ class DatasetSpec:
     resize_shorter: int = 0
     augment: str = "digits"  # digits | crop_flip | resized_crop (train/augment.py)
     source: str = ""  # imagefolder: the folder with train/ and val/
+    # The label of an extra last class for ink that is no digit (train/negatives.py), or "".
+    reject: str = ""
 
     @property
     def color(self) -> str:
@@ -60,6 +62,17 @@ CIFAR10 = DatasetSpec(
     channels=3, size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), fit="resize", ink="any",
     resize_shorter=32, augment="crop_flip",
 )
+
+NO_DIGIT = "no digit"
+
+
+def with_reject_class(spec: DatasetSpec) -> DatasetSpec:
+    """The spec with an extra last class for generated non-digit ink; only a digit reader
+    (fit "digit") finds ink that may be no digit at all."""
+    if spec.fit != "digit" or spec.reject:
+        return spec
+    return replace(spec, labels=spec.labels + (NO_DIGIT,), reject=NO_DIGIT)
+
 
 SPECS = {spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10)}
 IMAGEFOLDER = "imagefolder:"
