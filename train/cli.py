@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-size", type=int, default=D.val_size, help="validation images held out of train")
     g.add_argument("--train-subset", type=int, default=D.train_subset, help="train on the first N images only (0 = all)")
     g.add_argument("--test-subset", type=int, default=D.test_subset, help="test on the first N images only (0 = all)")
-    g.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=D.augment,
+                   help="augment the training images (--no-augment turns it off)")
     g.add_argument("--reject-class", action=argparse.BooleanOptionalAction, default=D.reject_class,
                    help="digit datasets: an extra 'no digit' class learnt from generated non-digit ink")
     g = p.add_argument_group("model and optimisation")
