@@ -75,6 +75,8 @@ class DigitReader:
         self.roi = roi  # read only inside this box; reported boxes stay in image coordinates
         pp = model.info.preprocess
         self._locate = self._locate_digits if pp.fit == "digit" else self._locate_whole
+        # The class that means "none of these" (e.g. "no digit"), or -1: it is no reading.
+        self._reject = model.labels.index(model.info.reject) if model.info.reject else -1
 
     def locate(self, image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
         """(boxes, input-size tiles) of what to classify in an image: the runtime's preprocessing."""
@@ -91,9 +93,8 @@ class DigitReader:
         best, conf = self.model.classify([c.tile for c in found])
         t2 = time.perf_counter()
         labels = self.model.labels
-        # What the model calls "none of these" (e.g. "no digit") is no reading: it scores 0
-        # when choosing between ink read whole and in pieces, and is never reported.
-        readable = np.array([labels[b] != self.model.info.reject for b in best], bool)
+        # The reject class scores 0 when choosing between ink read whole and in pieces, and is never reported.
+        readable = best != self._reject
         score = np.where(readable, conf, 0.0)
         keep = resolve_splits(found, score)
         digits = []

@@ -56,9 +56,9 @@ def test_reject_class_is_never_reported(rule_model, mnist_test):
     reading = reader.read(photo)
     assert reading.text == "7" and reading.digits[0].box == boxes[1]
     # A reader told nothing of the class would report its label like any other.
-    blind = DigitReader(Model(rule_model), min_confidence=0.0)
-    blind.model.info = replace(blind.model.info, reject="")
-    assert blind.read(photo).text == "no digit7"
+    unaware = Model(rule_model)
+    unaware.info = replace(unaware.info, reject="")
+    assert DigitReader(unaware, min_confidence=0.0).read(photo).text == "no digit7"
 
 
 def test_run_digit_prints_no_digit_for_ink_the_model_rejects(rule_model, mnist_test, tmp_path, capsys):

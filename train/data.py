@@ -61,12 +61,17 @@ def split_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Spl
     return train.take(order[val_size:]), train.take(order[:val_size])
 
 
+def negatives_split(count: int, spec: DatasetSpec, seed: int, digits: Split) -> Split:
+    """count generated images of non-digit ink labelled spec.reject (train/negatives.py);
+    digits supplies the digit pairs."""
+    tiles = torch.from_numpy(negatives(count, seed, digits.images[:, 0].cpu().numpy())).unsqueeze(1)
+    return Split(tiles, torch.full((count,), spec.labels.index(spec.reject), dtype=torch.long))
+
+
 def with_negatives(train: Split, spec: DatasetSpec, seed: int) -> Split:
-    """The training split plus generated non-digit ink labelled spec.reject, one image for
-    every 1/SHARE digits (train/negatives.py)."""
-    tiles = negatives(round(len(train) * SHARE), seed, train.images[:, 0].cpu().numpy())
-    label = torch.full((len(tiles),), spec.labels.index(spec.reject), dtype=torch.long)
-    return Split(torch.cat([train.images.cpu(), torch.from_numpy(tiles).unsqueeze(1)]), torch.cat([train.labels.cpu(), label]))
+    """The training split plus one generated non-digit for every 1/SHARE digits, at its end."""
+    extra = negatives_split(round(len(train) * SHARE), spec, seed, train)
+    return Split(torch.cat([train.images.cpu(), extra.images]), torch.cat([train.labels.cpu(), extra.labels]))
 
 
 def subset(split: Split, count: int | None) -> Split:

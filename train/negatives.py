@@ -147,9 +147,8 @@ def negatives(count: int, seed: int, digits: np.ndarray) -> np.ndarray:
     """count uint8 28x28 tiles of non-digit ink (light on dark), the families in turn;
     digits: training digit tiles (N x 28 x 28) for the pairs."""
     rng = np.random.default_rng(seed)
+    makers = (*FAMILIES, lambda rng: pair(rng, digits))
     out = np.zeros((count, 28, 28), np.uint8)
     for k in range(count):
-        family = k % (len(FAMILIES) + 1)
-        ink = pair(rng, digits) if family == len(FAMILIES) else FAMILIES[family](rng)
-        out[k] = normalise_tile(ink)
+        out[k] = normalise_tile(makers[k % len(makers)](rng))
     return out
