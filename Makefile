@@ -7,13 +7,13 @@ TRAIN_ARGS  ?=
 EXPORT_ARGS ?=
 TEST_ARGS   ?=
 
-.PHONY: setup train export check test test-fast bench demo clean help
+.PHONY: setup system-packages train export check test test-fast bench demo clean help
 help:
 	@echo "make setup   create $(VENV) with torch $(TORCH) and everything else"
 	@echo "make train   train the digit CNN -> artifacts/digits.pt   (TRAIN_ARGS=...)"
 	@echo "make export  export + verify -> artifacts/digits.onnx, digits.int8.onnx, reports"
 	@echo "make check   whole test set: PyTorch vs both runtimes on the float and INT8 files"
-	@echo "make test    the whole test suite, end-to-end cases included"
+	@echo "make test    the whole test suite, end-to-end cases included (installs the system packages it uses)"
 	@echo "make bench   benchmarks, printed and written to artifacts/bench.json"
 	@echo "make demo    read a generated photo of a number with run-digit"
 
@@ -38,10 +38,15 @@ check: $(STAMP)
 	$(BIN)/python -m export.check --model artifacts/digits.onnx
 	$(BIN)/python -m export.check --model artifacts/digits.int8.onnx
 
-test: $(STAMP)
+# The Debian packages the tests use (tests/system_packages.py): installed when root or
+# passwordless sudo allows; otherwise the tests that need them are skipped, saying why.
+system-packages:
+	$(PYTHON) tests/system_packages.py install
+
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest $(TEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) system-packages
 	$(BIN)/python -m pytest -m "not slow" $(TEST_ARGS)
 
 bench: $(STAMP)

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from runtime.speech import SpeakOnChange, Speaker, phrase
+from tests.system_packages import require
 
 
 def test_spoken_reading_is_real_audio(tmp_path):
+    require("espeak-ng")
     speaker = Speaker(play=False)
     if not speaker.available:
         pytest.fail(f"pyttsx3/espeak-ng did not start: {speaker.error}")

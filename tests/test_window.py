@@ -1,6 +1,5 @@
 """A real window under Xvfb: run-digit shows the photo with its reading drawn on it."""
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import pytest
 
 from bench.photos import render_photo
 from runtime.display import GREEN, WINDOW_TITLE
+from tests.system_packages import require
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +30,7 @@ def read_xwd(data: bytes) -> np.ndarray:
 
 @pytest.fixture
 def xvfb():
-    if not shutil.which("Xvfb") or not shutil.which("xwd") or not shutil.which("xdotool"):
-        pytest.fail("Xvfb, xwd and xdotool are needed (.ci/run installs them)")
+    require("Xvfb", "xwd", "xdotool")
     display = f":{90 + os.getpid() % 500}"
     server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
