@@ -47,8 +47,15 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path):
     assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == done_epochs + 1
 
 
-def test_ctrl_c_inside_a_checkpoint_write_waits_for_it(tmp_path, monkeypatch):
-    """The signal lands while last.pt is being written: the write completes, then the run stops."""
+def _caller_handler(signum, frame):
+    raise AssertionError("the caller's own SIGINT handler ran during training")
+
+
+@pytest.mark.parametrize("before", [signal.default_int_handler, signal.SIG_IGN, _caller_handler],
+                         ids=["python-default", "ignored", "caller's own"])
+def test_ctrl_c_inside_a_checkpoint_write_waits_for_it(tmp_path, monkeypatch, before):
+    """The signal lands while last.pt is being written: the write completes, then the run
+    stops; afterwards SIGINT has exactly the handler it had before (ignored under nohup)."""
     from train.engine import TrainConfig, run
 
     real_save = checkpoint.save
@@ -61,11 +68,30 @@ def test_ctrl_c_inside_a_checkpoint_write_waits_for_it(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "save", save_interrupted)
     cfg = TrainConfig(epochs=3, train_subset=512, val_size=256, test_subset=256, data_dir=str(DATA_DIR),
                       out=str(tmp_path / "d.pt"), run_dir=str(tmp_path / "run"))
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, log=lambda *_: None)
+    outer = signal.signal(signal.SIGINT, before)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, log=lambda *_: None)
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        signal.signal(signal.SIGINT, outer)
     assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == 1
     assert checkpoint.load(tmp_path / "d.pt")["metrics"]["epoch"] == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_handler_restored_after_a_run_that_ends_normally_or_fails():
+    from train.interrupt import DeferredInterrupt
+
+    outer = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with DeferredInterrupt():
+            assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with pytest.raises(ValueError), DeferredInterrupt():
+            raise ValueError("training failed")
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_sigkill_at_any_moment_leaves_loadable_checkpoints(tmp_path):

@@ -3,7 +3,9 @@
 A KeyboardInterrupt raised wherever the signal lands can surface inside third-party code
 (pickling, PNG encoding, a lazy import) as some other error; deferring it to a point the
 loop chooses keeps the exit code and the written files predictable. A second Ctrl-C
-interrupts at once.
+gets the handler that was there before the run (at once, by default). The handler is
+installed for the run only; whatever was there before (Python's default, SIG_IGN under
+nohup, a caller's own) is given back afterwards.
 """
 from __future__ import annotations
 
@@ -14,11 +16,15 @@ import threading
 class DeferredInterrupt:
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._installed = False
+        self._previous = signal.SIG_DFL
 
     def __enter__(self) -> "DeferredInterrupt":
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
-            self._previous = signal.signal(signal.SIGINT, self._request)
+            previous = signal.signal(signal.SIGINT, self._request)
+            # None: the handler was not set from Python; SIG_DFL is what the process had.
+            self._previous = signal.SIG_DFL if previous is None else previous
+            self._installed = True
         return self
 
     def _request(self, signum, frame) -> None:
@@ -31,5 +37,6 @@ class DeferredInterrupt:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
+        if self._installed:
             signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
