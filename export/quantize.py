@@ -8,8 +8,10 @@ classic engine, which run-digit does not select.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -40,8 +42,7 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
         def get_next(self):
             return next(self._it, None)
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice at WARNING on the root logger
-    with tempfile.TemporaryDirectory(prefix="digitpipe-int8-") as tmp:
+    with _quantizer_quiet(), tempfile.TemporaryDirectory(prefix="digitpipe-int8-") as tmp:
         src, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(fp32_bytes)
         quant_pre_process(str(src), str(pre))  # shape inference + graph optimisation first, as documented
@@ -50,6 +51,26 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
                         calibrate_method=CalibrationMethod.MinMax)
         proto = onnx.load(str(out))
     return attach_metadata(proto, _int8_info(fp32, len(calibration))).SerializeToString()
+
+
+@contextlib.contextmanager
+def _quantizer_quiet():
+    """onnxruntime's quantizer gives advice through logging.warning/info on the root logger
+    (which also installs a stderr handler there if none exists). For the call only, drop
+    its records, and only its, and put the root logger's handlers back as they were."""
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    source = os.sep + os.path.join("onnxruntime", "quantization") + os.sep
+
+    def not_quantizer(record: logging.LogRecord) -> bool:
+        return source not in record.pathname
+
+    root.addFilter(not_quantizer)
+    try:
+        yield
+    finally:
+        root.removeFilter(not_quantizer)
+        root.handlers[:] = handlers
 
 
 def _int8_info(fp32: onnx.ModelProto, calibration_count: int):

@@ -199,16 +199,23 @@ def read_stream(args, reader: DigitReader, out: Output, window) -> int:
             speech.close()
 
 
+def smoothed_fps(previous: float | None, seconds: float) -> float:
+    """Frames per second, averaged over recent frames; the first frame's rate starts the
+    average (starting from 0 would show a tenth of the real rate on the first frame)."""
+    rate = 1.0 / max(seconds, 1e-6)
+    return rate if previous is None else 0.9 * previous + 0.1 * rate
+
+
 def _stream_loop(args, source, reader: DigitReader, out: Output, window, recorder, on_change) -> int:
     from runtime.display import annotate
 
-    last_text, fps, t_prev = None, 0.0, time.perf_counter()
+    last_text, fps, t_prev = None, None, time.perf_counter()
     frame_ms = 1000.0 / source.fps
     for index, frame in enumerate(source):
         started = time.perf_counter()
         reading = reader.read(frame)
         now = time.perf_counter()
-        fps = 0.9 * fps + 0.1 / max(now - t_prev, 1e-6) if index else 0.0
+        fps = smoothed_fps(fps, now - t_prev)
         t_prev = now
         if args.json:
             out.result(source.name, reading, frame=index)

@@ -39,9 +39,15 @@ class Candidate:
     box: tuple[int, int, int, int]  # x, y, w, h in the original image
     tile: np.ndarray  # uint8 tile x tile, light ink on black
     area: int  # ink pixels at working scale, for ranking prominence
-    # Wide ink is offered both ways: (group, "whole") and its (group, "piece")s; the reader
-    # keeps whichever the classifier is surer of.
-    split: tuple[int, str] | None = None
+    # Wide ink may be several touching digits: it is offered whole and cut into pieces, all
+    # with the same group number, and choose_readings keeps whichever the classifier is
+    # surer of. group -1: ink offered once.
+    group: int = -1
+    piece: bool = False  # one piece of its group (False: the group whole, or ink never cut)
+
+    @property
+    def offered_twice(self) -> bool:
+        return self.group >= 0
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -107,10 +113,10 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings()) 
         group_mask = np.isin(labels[gy : gy + gh, gx : gx + gw], [i + 1 for i in members])
         pieces = _split_touching(group_mask, settings.split_aspect)
         if len(pieces) > 1:
-            pieces = [(0, gw, (number, "whole"))] + [(c0, c1, (number, "piece")) for c0, c1 in pieces]
+            pieces = [(0, gw, number, False)] + [(c0, c1, number, True) for c0, c1 in pieces]
         else:
-            pieces = [(0, gw, None)]
-        for c0, c1, split in pieces:
+            pieces = [(0, gw, -1, False)]
+        for c0, c1, group, piece in pieces:
             rows = np.flatnonzero(group_mask[:, c0:c1].any(axis=1))
             if rows.size == 0:
                 continue
@@ -126,8 +132,41 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings()) 
             crop = np.where(mask, ink[y : y + bh, x : x + bw], 0)
             tile = normalise_tile(stretch_ink(crop, thresh), settings.fill, settings.tile)
             box = tuple(int(round(v / scale)) for v in (x, y, bw, bh))
-            found.append(Candidate(box, tile, area, split))
+            found.append(Candidate(box, tile, area, group, piece))
     return sorted(found, key=lambda c: c.box[0])
+
+
+def most_prominent(found: list[Candidate]) -> list[Candidate]:
+    """The one digit --single reads: the largest ink offered whole. When a wide group's whole
+    was turned away (too wide for one digit) and only its pieces are left, the largest piece."""
+    if not found:
+        return []
+    whole = [c for c in found if not c.piece]
+    return [max(whole or found, key=lambda c: c.area)]
+
+
+def choose_readings(found: list[Candidate], score: np.ndarray) -> list[int]:
+    """Indices of the candidates to report, given the classifier's score for each: for ink
+    offered whole and in pieces, the reading the classifier is surer of (the pieces win when
+    their least confident beats the whole; pieces whose whole was turned away stay)."""
+    whole: dict[int, int] = {}
+    pieces: dict[int, list[int]] = {}
+    for k, c in enumerate(found):
+        if c.piece:
+            pieces.setdefault(c.group, []).append(k)
+        elif c.offered_twice:
+            whole[c.group] = k
+    keep = []
+    for k, c in enumerate(found):
+        if not c.offered_twice:
+            keep.append(k)
+        elif not c.piece:
+            parts = pieces.get(c.group, [])
+            if not parts or score[k] >= min(score[p] for p in parts):
+                keep.append(k)
+        elif c.group not in whole or min(score[p] for p in pieces[c.group]) > score[whole[c.group]]:
+            keep.append(k)
+    return keep
 
 
 def stroke_spread(mask: np.ndarray) -> float:

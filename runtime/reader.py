@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.digits import Candidate, FinderSettings, bright_ink, find_digits, to_gray
+from runtime.digits import Candidate, FinderSettings, bright_ink, choose_readings, find_digits, most_prominent, to_gray
 from runtime.errors import InputError
 from runtime.model import Model
 from runtime.preprocess import resize_to_input
@@ -96,7 +96,7 @@ class DigitReader:
         # The reject class scores 0 when choosing between ink read whole and in pieces, and is never reported.
         readable = best != self._reject
         score = np.where(readable, conf, 0.0)
-        keep = resolve_splits(found, score)
+        keep = choose_readings(found, score)
         digits = []
         for k in keep:
             if readable[k] and conf[k] >= self.min_confidence:
@@ -113,34 +113,9 @@ class DigitReader:
             has_ink = int(tile.max()) - int(tile.min()) >= self.finder.min_contrast
             return [Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []
         found = find_digits(gray, self.finder)
-        if self.single and found:
-            found = [max((c for c in found if not c.split or c.split[1] == "whole"), key=lambda c: c.area)]
-        return found
+        return most_prominent(found) if self.single else found
 
     def _locate_whole(self, image: np.ndarray):
         pp = self.model.info.preprocess
         h, w = image.shape[:2]
         return [Candidate((0, 0, w, h), resize_to_input(image, pp), h * w)]
-
-
-def resolve_splits(found: list[Candidate], conf: np.ndarray) -> list[int]:
-    """Indices to report: for ink offered whole and in pieces, the reading the classifier
-    is surer of (the pieces win when their least confident beats the whole)."""
-    whole: dict[int, int] = {}
-    pieces: dict[int, list[int]] = {}
-    for k, c in enumerate(found):
-        if c.split and c.split[1] == "whole":
-            whole[c.split[0]] = k
-        elif c.split:
-            pieces.setdefault(c.split[0], []).append(k)
-    keep = []
-    for k, c in enumerate(found):
-        if not c.split:
-            keep.append(k)
-        elif c.split[1] == "whole":
-            parts = pieces.get(c.split[0], [])
-            if not parts or conf[k] >= min(conf[p] for p in parts):
-                keep.append(k)
-        elif c.split[0] not in whole or min(conf[p] for p in pieces[c.split[0]]) > conf[whole[c.split[0]]]:
-            keep.append(k)
-    return keep

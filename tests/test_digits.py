@@ -42,7 +42,7 @@ def test_finds_each_digit_of_a_number_left_to_right(mnist_test, seed):
     count = int(rng.integers(1, 6))
     picks = rng.choice(len(images), count, replace=False)
     photo = render_photo([images[i] for i in picks], rng)
-    found = [c for c in find_digits(photo) if not c.split or c.split[1] == "whole"]
+    found = [c for c in find_digits(photo) if not c.piece]
     assert len(found) == count
     xs = [c.box[0] for c in found]
     assert xs == sorted(xs)
@@ -86,22 +86,23 @@ def test_touching_digits_are_offered_whole_and_in_pieces(mnist_test):
     images, _ = mnist_test
     photo = render_photo([images[3], images[4]], np.random.default_rng(5), gap=(-0.1, -0.1))  # a 0 touching a 4
     found = find_digits(photo)
-    whole = [c for c in found if c.split and c.split[1] == "whole"]
-    pieces = [c for c in found if c.split and c.split[1] == "piece"]
+    whole = [c for c in found if c.offered_twice and not c.piece]
+    pieces = [c for c in found if c.piece]
     assert len(whole) == 1 and len(pieces) == 2
     (wx, _, ww, _), (p1, p2) = whole[0].box, [c.box for c in pieces]
     assert p1[0] == wx and p1[0] + p1[2] <= p2[0] + 1 and p2[0] + p2[2] == wx + ww
 
 
-def test_resolve_splits_keeps_the_surer_reading():
+def test_choose_readings_keeps_the_surer_reading():
     from runtime.digits import Candidate
-    from runtime.reader import resolve_splits
+    from runtime.digits import choose_readings
 
     tile = np.zeros((28, 28), np.uint8)
-    found = [Candidate((0, 0, 5, 5), tile, 1), Candidate((10, 0, 20, 10), tile, 1, (0, "whole")),
-             Candidate((10, 0, 10, 10), tile, 1, (0, "piece")), Candidate((20, 0, 10, 10), tile, 1, (0, "piece"))]
-    assert resolve_splits(found, np.array([0.9, 0.5, 0.95, 0.9])) == [0, 2, 3]  # both pieces surer
-    assert resolve_splits(found, np.array([0.9, 0.97, 0.95, 0.6])) == [0, 1]  # one weak piece: keep whole
+    found = [Candidate((0, 0, 5, 5), tile, 1), Candidate((10, 0, 20, 10), tile, 1, group=0),
+             Candidate((10, 0, 10, 10), tile, 1, group=0, piece=True), Candidate((20, 0, 10, 10), tile, 1, group=0, piece=True)]
+    assert choose_readings(found, np.array([0.9, 0.5, 0.95, 0.9])) == [0, 2, 3]  # both pieces surer
+    assert choose_readings(found, np.array([0.9, 0.97, 0.95, 0.6])) == [0, 1]  # one weak piece: keep whole
+    assert choose_readings([found[0], *found[2:]], np.array([0.9, 0.5, 0.4])) == [0, 1, 2]  # whole turned away
 
 
 def test_pen_strokes_spread_little_blobs_and_textures_much(mnist_test):
@@ -133,5 +134,5 @@ def test_rows_of_ink_are_not_one_digit(mnist_test):
     for tile, top in ((images[0], 40), (images[1], 260)):  # 168 px tall digits, 52 px apart
         ink = cv2.resize(tile, (168, 168), interpolation=cv2.INTER_CUBIC)
         page[top : top + 168, 250:418] = np.minimum(page[top : top + 168, 250:418], 255 - ink)
-    found = [c for c in find_digits(page) if not c.split]
+    found = [c for c in find_digits(page) if not c.offered_twice]
     assert sorted(c.box[1] // 100 for c in found) == [0, 2]  # one at the top, one lower down

@@ -9,7 +9,7 @@ import torch
 from export import cli as export_cli
 from runtime.metadata import from_props
 from runtime.model import Model
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, VERIFY_IMAGES
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def test_report_figures(exported):
     assert names == ["random tensors: onnxruntime", "random tensors: opencv", "test images: onnxruntime", "test images: opencv"]
     for c in on_disk["comparisons"]:
         assert c["max_abs_logit_diff"] <= 1e-4 and c["top1_agreement"] == 1.0
-    assert on_disk["comparisons"][-1]["count"] == 1000
+    assert on_disk["comparisons"][-1]["count"] == VERIFY_IMAGES
     assert abs(on_disk["comparisons"][-1]["accuracy"] - on_disk["pytorch_test_accuracy"]) < 1e-9
     assert on_disk["preprocess_max_abs_diff"] < 1e-5
 
@@ -46,7 +46,7 @@ def test_other_exporter_and_static_batch_verify(trained, tmp_path, exporter):
     ckpt, _ = trained
     out = tmp_path / "d.onnx"
     code = export_cli.main(["--checkpoint", str(ckpt), "--out", str(out), "--exporter", exporter, "--static-batch",
-                            "--data-dir", str(DATA_DIR), "--verify-images", "1000"])
+                            "--data-dir", str(DATA_DIR), "--verify-images", str(VERIFY_IMAGES)])
     assert code == 0
     model = Model(out, backend="opencv")
     assert model.info.fixed_batch == 1

@@ -3,42 +3,20 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
-import onnx
 import pytest
-import torch
 
 from bench.photos import render_photo
-from export.onnx_export import attach_metadata, export_onnx
 from runtime.cli import main as run_digit
-from runtime.metadata import ModelInfo, Preprocess
 from runtime.model import Model
 from runtime.reader import DigitReader
 from tests.conftest import write_png
 
-pytestmark = pytest.mark.slow
-LABELS = tuple("0123456789") + ("no digit",)
-
-
-class InkAmount(torch.nn.Module):
-    """A stand-in classifier with a known rule: a tile more than a quarter ink is "no digit"
-    (a blob), anything thinner is a sure 7."""
-
-    def forward(self, x):
-        ink = (x * 0.3081 + 0.1307).mean(dim=(1, 2, 3), keepdim=False).unsqueeze(1)
-        seven = 100 * (0.25 - ink)
-        zeros = torch.zeros_like(ink)
-        return torch.cat([zeros] * 7 + [seven] + [zeros] * 2 + [-seven], dim=1)
-
 
 @pytest.fixture(scope="module")
-def rule_model(tmp_path_factory) -> str:
-    info = ModelInfo(labels=LABELS, input_name="input", input_shape=("batch", 1, 28, 28), output_name="logits",
-                     preprocess=Preprocess(28, 28, (0.1307,), (0.3081,), "gray", "digit"), reject="no digit")
-    path = tmp_path_factory.mktemp("reject") / "rule.onnx"
-    onnx.save(attach_metadata(export_onnx(InkAmount(), 1, 28), info), str(path))
-    return str(path)
+def rule_model(stand_in_model) -> str:
+    return stand_in_model
 
-
+pytestmark = pytest.mark.slow
 def blob_and_digit(mnist_test) -> np.ndarray:
     """A photo with a filled disc left of a handwritten digit, both 70 px tall (a blob wider
     than the finder's top-hat kernel, 81 px here, would be cut down to its edges)."""
@@ -71,17 +49,20 @@ def test_run_digit_prints_no_digit_for_ink_the_model_rejects(rule_model, mnist_t
 
 
 def test_trained_model_turns_away_blobs_and_keeps_digits(exported, mnist_test):
-    """The small model the tests train (2 epochs) already tells filled shapes from digits."""
+    """The small model the tests train (2 epochs) already tells filled shapes from digits.
+
+    Measured on fixtures of seeds 0-2: 100% of such discs turned away, 99.0-99.5% of digit
+    photos read; the floors leave room for any CPU's numerics."""
     path, _ = exported
     reader = DigitReader(Model(path), min_confidence=0.0)
     assert reader.model.info.reject == "no digit"
     rng = np.random.default_rng(6)
     discs = []
-    for _ in range(10):
+    for _ in range(30):
         ink = np.zeros((120, 120), np.uint8)
         cv2.ellipse(ink, (60, 60), (int(rng.integers(35, 55)), int(rng.integers(35, 55))), 0, 0, 360, 255, -1)
         discs.append(render_photo([ink], rng, digit_height=70))
-    assert sum(reader.read(p).text == "" for p in discs) >= 8
+    assert sum(reader.read(p).text == "" for p in discs) >= 27
     images, labels = mnist_test
-    digits = [render_photo([images[k]], rng) for k in range(20)]
-    assert sum(reader.read(p).text == str(labels[k]) for k, p in enumerate(digits)) >= 19
+    digits = [render_photo([images[k]], rng) for k in range(100)]
+    assert sum(reader.read(p).text == str(labels[k]) for k, p in enumerate(digits)) >= 95

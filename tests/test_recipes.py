@@ -20,7 +20,8 @@ from train.datasets import CIFAR10, get_spec
 from train.engine import TrainConfig, run
 from train.models import ModelConfig, build_model, load_pretrained
 from train.sources import FASHION_DEBIAN, DataUnavailable
-from tests.conftest import DATA_DIR, ROOT
+from tests.conftest import DATA_DIR, ROOT, SEED
+from tests.system_packages import require
 
 QUIET = dict(log=lambda *_: None)
 CIFAR_LABELS = [name.encode() for name in CIFAR10.labels]
@@ -59,7 +60,7 @@ def shape_photo(kind: str, rng, size=(96, 72)) -> np.ndarray:
 def image_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     rng = np.random.default_rng(1)
-    for part, count in (("train", 30), ("val", 10)):
+    for part, count in (("train", 60), ("val", 20)):
         for kind in ("disc", "square"):
             (root / part / kind).mkdir(parents=True)
             for i in range(count):
@@ -91,7 +92,7 @@ def test_imagefolder_spec_and_loading(image_folder):
     assert spec.labels == ("disc", "square") and spec.size == 48 and spec.resize_shorter == 55
     lines = []
     train, val = load_dataset(spec, image_folder, log=lines.append)
-    assert train.images.shape == (60, 3, 55, 55) and len(val) == 20
+    assert train.images.shape == (120, 3, 55, 55) and len(val) == 40
     assert any("broken.jpg" in line for line in lines), "the unreadable file is reported"
     with pytest.raises(ValueError, match="train/ and val/"):
         get_spec(f"imagefolder:{image_folder / 'train'}")
@@ -147,15 +148,17 @@ def test_imagefolder_transfer_learning_freezes_then_fine_tunes(image_folder, tmp
     def snapshot(epoch, model, elapsed):
         snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    # 15 steps an epoch, 4 epochs of them fine-tuning, no weight averaging: every seed and SIMD
+    # level tried (seeds 0-3; avx512, avx2, default, one thread) scored 97.5-100% (floor 80%).
     cfg = TrainConfig(dataset=f"imagefolder:{image_folder}", image_size=64, arch="resnet18", weights=str(weights),
-                      freeze_epochs=1, epochs=3, batch_size=16, optimizer="sgd", schedule="constant", lr=0.01,
-                      weight_decay=0.0, out=str(tmp_path / "r.pt"), run_dir=str(tmp_path / "run"))
+                      freeze_epochs=1, epochs=5, batch_size=8, optimizer="sgd", schedule="constant", lr=0.01,
+                      weight_decay=0.0, ema=0.0, seed=SEED, out=str(tmp_path / "r.pt"), run_dir=str(tmp_path / "run"))
     summary = run(cfg, on_epoch=snapshot, **QUIET)
     w = "layer1.0.conv1.weight"
     assert torch.equal(snapshots[1][w], pretrained[w]), "the backbone moved while frozen"
     assert not torch.equal(snapshots[1]["fc.weight"], snapshots[2]["fc.weight"])
     assert not torch.equal(snapshots[2][w], pretrained[w]), "fine-tuning did not reach the backbone"
-    assert summary["test_acc"] >= 0.8  # discs vs squares, 20 held-out photos
+    assert summary["test_acc"] >= 0.8  # discs vs squares, 40 held-out photos
     out = tmp_path / "shapes.onnx"
     code = export_cli.main(["--checkpoint", cfg.out, "--out", str(out), "--no-int8"])
     assert code == 0, capsys.readouterr().err
@@ -192,8 +195,11 @@ def test_pretrained_weights_fill_all_but_the_head(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION_DEBIAN.is_dir(), reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
 def test_fashion_mnist_from_the_debian_package(tmp_path):
+    from tests.system_packages import BY_NAME
+
+    assert BY_NAME["Fashion-MNIST"].path == str(FASHION_DEBIAN), "the package table and the loader name one folder"
+    require("Fashion-MNIST")
     cfg = TrainConfig(dataset="fashion-mnist", arch="mlp", epochs=2, train_subset=5000, test_subset=1000,
                       schedule="constant", lr=2e-3,
                       data_dir=str(tmp_path), out=str(tmp_path / "f.pt"), run_dir=str(tmp_path / "run"))
