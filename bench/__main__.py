@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -179,6 +180,9 @@ def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, 
     return out
 
 
+CLASSIC = "classic: two-conv CNN, Adam 1e-3, batch 64, no augmentation, 5 epochs"
+
+
 def training(data_dir: str = "data") -> dict:
     """Wall time until the test accuracy first reaches 99.0%: the classic recipe vs ours.
 
@@ -217,9 +221,6 @@ def training(data_dir: str = "data") -> dict:
     return out
 
 
-CLASSIC = "classic: two-conv CNN, Adam 1e-3, batch 64, no augmentation, 5 epochs"
-
-
 def finder_scale(model: Path, images: np.ndarray, labels: np.ndarray, count: int = 300) -> dict:
     """Exact-match reading and FPS on generated photos for several detection resolutions."""
     from bench.photos import render_photo
@@ -249,7 +250,7 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count(),
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": str(torch.__version__), "onnxruntime": onnxruntime.__version__,
             "opencv": cv2.__version__, "torch_threads": torch.get_num_threads()}
 

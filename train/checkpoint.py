@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from runtime.errors import first_line
 from train.files import atomic_write_bytes
 from train.models import ModelConfig, build_model
 
@@ -33,7 +34,7 @@ def load(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a digitpipe checkpoint")
     return ckpt

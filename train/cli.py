@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--schedule", default=D.schedule, choices=["onecycle", "step", "constant"],
                    help="learning-rate schedule (step: x0.1 every third of the epochs)")
     g.add_argument("--lr", type=float, default=D.lr, help="learning rate (the peak of a one-cycle schedule)")
-    g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW weight decay")
+    g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="weight decay (decoupled for adamw, L2 for adam and sgd)")
     g.add_argument("--label-smoothing", type=float, default=D.label_smoothing, help="cross-entropy label smoothing")
     g.add_argument("--ema", type=float, default=D.ema,
                    help="evaluate and keep an exponential moving average of the weights with this decay (0 = off)")

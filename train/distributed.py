@@ -49,10 +49,6 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def epoch_order(n: int, epoch: int, generator: torch.Generator) -> torch.Tensor:
     """This rank's indices for one epoch: a seeded shuffle, split across ranks when distributed."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -304,7 +304,7 @@ def _rejection_report(model, spec: DatasetSpec, test: Split, test_logits: torch.
     (pairs from test digits), and on the test digits (each one a digit lost)."""
     fresh = negatives_split(2000, spec, seed + 1, test)
     return {"generated_rejected": accuracy(predict(model, fresh, spec, device), fresh.labels), "generated_images": len(fresh),
-            "test_digits_rejected": (test_logits.argmax(1) == fresh.labels[0]).float().mean().item()}
+            "test_digits_rejected": (test_logits.argmax(1) == spec.labels.index(spec.reject)).float().mean().item()}
 
 
 def _finish(cfg: TrainConfig, spec: DatasetSpec, test: Split, device, history: list, log) -> dict:
