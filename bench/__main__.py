@@ -72,7 +72,7 @@ def load_contenders(model: Path, ckpt: Path):
     files = {"": model, " int8": int8} if int8.is_file() else {"": model}
     runners = {f"{backend}{kind}": Model(path, backend=backend, device="cpu")
                for kind, path in files.items() for backend in ("onnxruntime", "opencv")}
-    return checkpoint.model_from_checkpoint(ck), DatasetSpec(**ck["dataset"]), runners
+    return checkpoint.model_from_checkpoint(ck), DatasetSpec.from_dict(ck["dataset"]), runners
 
 
 def warm_latency(model: Path, ckpt: Path, tile: np.ndarray, repeats: int) -> dict:

@@ -12,7 +12,7 @@ from train.datasets import DatasetSpec
 def main(ckpt_path: str, image_path: str) -> None:
     ck = checkpoint.load(ckpt_path)
     model = checkpoint.model_from_checkpoint(ck)
-    spec = DatasetSpec(**ck["dataset"])
+    spec = DatasetSpec.from_dict(ck["dataset"])
     gray = cv2.imread(image_path, cv2.IMREAD_GRAYSCALE)
     tile = cv2.resize(255 - gray, (spec.size, spec.size), interpolation=cv2.INTER_AREA)
     with torch.inference_mode():

@@ -44,7 +44,7 @@ def check(args: argparse.Namespace, log=print) -> dict:
                                          f"(its metadata names checkpoint sha256 {exported_from[:12]}...)")
     int8 = "quantization" in provenance
     max_gap = args.max_gap if args.max_gap is not None else allowed_gap(int8)
-    spec = DatasetSpec(**ckpt["dataset"])
+    spec = DatasetSpec.from_dict(ckpt["dataset"])
     _, test = load_dataset(spec, Path(args.data_dir), log=log)
     test = subset(test, args.images)
     log(f"{args.model}: {len(test)} test images through PyTorch, onnxruntime and cv2.dnn")

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_info(ckpt: dict, proto: onnx.ModelProto, exporter: str, opset: int, ckpt_sha: str) -> ModelInfo:
-    spec = DatasetSpec(**ckpt["dataset"])
+    spec = DatasetSpec.from_dict(ckpt["dataset"])
     metrics = ckpt.get("metrics", {})
     provenance = {
         "dataset": spec.name, "arch": ckpt["model_config"]["arch"], "model_config": ckpt["model_config"],
@@ -59,8 +59,8 @@ def model_info(ckpt: dict, proto: onnx.ModelProto, exporter: str, opset: int, ck
     }
     return ModelInfo(
         labels=tuple(spec.labels), input_name=INPUT_NAME, input_shape=input_shape(proto), output_name=OUTPUT_NAME,
-        preprocess=Preprocess(spec.size, spec.size, tuple(spec.mean), tuple(spec.std), spec.color, spec.fit, spec.ink,
-                              spec.resize_shorter),
+        preprocess=Preprocess(width=spec.size, height=spec.size, mean=tuple(spec.mean), std=tuple(spec.std),
+                              color=spec.color, fit=spec.fit, resize_shorter=spec.resize_shorter),
         provenance=provenance, reject=spec.reject,
     )
 
@@ -73,7 +73,7 @@ def export_checkpoint(args: argparse.Namespace, log=print) -> dict:
     ckpt = checkpoint.load(ckpt_path)
     ckpt_sha = checkpoint.sha256_of(ckpt_path)
     model = checkpoint.model_from_checkpoint(ckpt)
-    spec = DatasetSpec(**ckpt["dataset"])
+    spec = DatasetSpec.from_dict(ckpt["dataset"])
     proto = export_onnx(model, spec.channels, spec.size, args.exporter, args.opset, not args.static_batch)
     info = model_info(ckpt, proto, args.exporter, args.opset, ckpt_sha)
     data = attach_metadata(proto, info).SerializeToString()

@@ -68,9 +68,9 @@ def describe(props: dict[str, str], inputs: dict[str, tuple], outputs: dict[str,
     labels = ov.labels or tuple(str(i) for i in range(classes))
     info = ModelInfo(labels=labels, input_name=name, input_shape=(shape[0], channels, size[1], size[0]),
                      output_name=out_name, provenance={"metadata": "from run-digit flags"},
-                     preprocess=Preprocess(size[0], size[1], _per_channel(ov.mean, channels, "--mean"),
-                                           _per_channel(ov.std, channels, "--std"), color,
-                                           ov.fit or ("digit" if channels == 1 else "resize"), "any"))
+                     preprocess=Preprocess(width=size[0], height=size[1], mean=_per_channel(ov.mean, channels, "--mean"),
+                                           std=_per_channel(ov.std, channels, "--std"), color=color,
+                                           fit=ov.fit or ("digit" if channels == 1 else "resize")))
     _check(info)
     return info
 

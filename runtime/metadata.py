@@ -1,13 +1,15 @@
 """The ONNX metadata contract: everything the runtime needs to use a model.
 
 Each metadata_props value is a JSON string (parsed with json, never eval):
-  digitpipe   schema version, "1"
+  digitpipe   schema version, "2" ("1" files load too: they also carried an "ink" field,
+              which nothing read; polarity follows "fit")
   labels      ["0", "1", ...]
   input       {"name", "shape" (batch may be a string for a dynamic axis), "layout": "NCHW", "color": gray|rgb|bgr}
   output      {"name", "kind": "logits",
                "reject": a label (optional): the class for what is none of the others, e.g. "no digit"}
   preprocess  {"size": [w, h], "mean": [...], "std": [...] (0..1 pixel scale), "swap_rb",
-               "fit": digit|resize, "ink": light_on_dark|any,
+               "fit": digit|resize (default resize; digit: find the ink, either polarity,
+                      and make it light on dark as MNIST has it),
                "resize_shorter": N (optional; resize: shorter side to N, then the centre crop)}
   provenance  {"dataset", "arch", "test_accuracy", "checkpoint_sha256", "versions", ...}
 The exporter writes it with to_props(); the runtime reads it with from_props().
@@ -19,10 +21,10 @@ from dataclasses import dataclass, field
 
 from runtime.errors import ModelError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+READABLE_SCHEMAS = ("1", "2")
 COLORS = ("gray", "rgb", "bgr")
 FITS = ("digit", "resize")
-INKS = ("light_on_dark", "any")
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,7 @@ class Preprocess:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     color: str = "gray"
-    fit: str = "digit"
-    ink: str = "light_on_dark"
+    fit: str = "resize"  # the parser's default for a file that names none
     resize_shorter: int = 0  # fit "resize": 0 stretches to the input size; N keeps aspect, then crops the centre
 
     @property
@@ -68,7 +69,7 @@ def to_props(info: ModelInfo) -> dict[str, str]:
         "input": json.dumps({"name": info.input_name, "shape": list(info.input_shape), "layout": "NCHW", "color": pp.color}),
         "output": json.dumps({"name": info.output_name, "kind": "logits", **({"reject": info.reject} if info.reject else {})}),
         "preprocess": json.dumps({"size": [pp.width, pp.height], "mean": list(pp.mean), "std": list(pp.std),
-                                  "swap_rb": pp.swap_rb, "fit": pp.fit, "ink": pp.ink,
+                                  "swap_rb": pp.swap_rb, "fit": pp.fit,
                                   "resize_shorter": pp.resize_shorter}),
         "provenance": json.dumps(info.provenance, sort_keys=True),
     }
@@ -78,8 +79,8 @@ def from_props(props: dict[str, str]) -> ModelInfo:
     """Parse and check the metadata; ModelError names the first thing wrong."""
     if "digitpipe" not in props:
         raise ModelError("has no digitpipe metadata (export it with `make export`)")
-    if props["digitpipe"] != SCHEMA_VERSION:
-        raise ModelError(f"metadata schema {props['digitpipe']!r} is not the supported {SCHEMA_VERSION!r}")
+    if props["digitpipe"] not in READABLE_SCHEMAS:
+        raise ModelError(f"metadata schema {props['digitpipe']!r} is not one this runtime reads {READABLE_SCHEMAS}")
     labels = _json(props, "labels", list)
     inp = _json(props, "input", dict)
     out = _json(props, "output", dict)
@@ -107,9 +108,8 @@ def from_props(props: dict[str, str]) -> ModelInfo:
     _check(channels == (1 if color == "gray" else 3), f"color {color!r} does not fit {channels} input channels")
     _check(shape[2:] == [size[1], size[0]], "preprocess size does not match the input shape")
     _check(pre.get("swap_rb", color == "rgb") == (color == "rgb"), "swap_rb contradicts the input color")
-    fit, ink = pre.get("fit", "resize"), pre.get("ink", "any")
+    fit = pre.get("fit", "resize")
     _check(fit in FITS, f"preprocess fit must be one of {FITS}")
-    _check(ink in INKS, f"preprocess ink must be one of {INKS}")
     shorter = pre.get("resize_shorter", 0)
     _check(isinstance(shorter, int) and not isinstance(shorter, bool) and (shorter == 0 or shorter >= max(size)),
            "preprocess resize_shorter must be 0 or at least the input size")
@@ -118,8 +118,8 @@ def from_props(props: dict[str, str]) -> ModelInfo:
         input_name=inp["name"],
         input_shape=tuple(shape),
         output_name=out["name"],
-        preprocess=Preprocess(size[0], size[1], tuple(float(v) for v in mean), tuple(float(v) for v in std),
-                              color, fit, ink, shorter),
+        preprocess=Preprocess(width=size[0], height=size[1], mean=tuple(float(v) for v in mean),
+                              std=tuple(float(v) for v in std), color=color, fit=fit, resize_shorter=shorter),
         provenance=prov,
         reject=reject,
     )

@@ -48,3 +48,23 @@ def test_fps_average_starts_from_the_first_frame():
         fps = smoothed_fps(fps, 0.01)
     assert abs(fps - 100.0) < 1e-9
     assert smoothed_fps(100.0, 0.02) == 95.0  # a slower frame moves the average a tenth of the way
+
+
+def test_training_scripts_without_torch_name_the_extra(tmp_path):
+    """digitpipe-train/-export/-check in a process where importing torch fails: one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    blocker = tmp_path / "block" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ModuleNotFoundError('torch is blocked in this test', name='torch')\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
+    for script in ("train", "export", "check"):
+        done = subprocess.run([sys.executable, "-c", f"import sys, train.entry as e; sys.exit(e.{script}())", "--help"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == (f"error: digitpipe-{script} needs torch, which comes with the training extra: "
+                                       "pip install 'digitpipe[train]'")

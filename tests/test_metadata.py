@@ -93,3 +93,22 @@ def test_any_bytes_parse_or_fail_cleanly(data):
         read_metadata_props(data)
     except ModelError:
         pass
+
+
+def test_schema_1_files_with_the_unused_ink_field_still_load():
+    from train.datasets import MNIST, DatasetSpec
+
+    props = to_props(INFO)
+    assert props["digitpipe"] == "2" and "ink" not in json.loads(props["preprocess"])
+    old = dict(props, digitpipe="1", preprocess=json.dumps({**json.loads(props["preprocess"]), "ink": "light_on_dark"}))
+    assert from_props(old) == from_props(props)
+    with pytest.raises(ModelError, match="schema '3'"):
+        from_props(dict(props, digitpipe="3"))
+    assert DatasetSpec.from_dict({**MNIST.to_dict(), "ink": "light_on_dark"}) == MNIST  # an older checkpoint's spec
+
+
+def test_a_file_that_names_no_fit_reads_like_the_default_preprocess():
+    props = to_props(INFO)
+    pre = json.loads(props["preprocess"])
+    del pre["fit"]
+    assert from_props(dict(props, preprocess=json.dumps(pre))).preprocess.fit == Preprocess(28, 28, (0.5,), (0.5,)).fit

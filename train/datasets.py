@@ -5,7 +5,7 @@ specs, so the runtime's preprocessing cannot drift from what the model was train
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 
@@ -20,8 +20,6 @@ class DatasetSpec:
     # How the runtime fits an arbitrary photo to the input: "digit" = find the ink and
     # normalise it the way MNIST was made; "resize" = plain resize of the whole frame.
     fit: str
-    # Polarity the network was trained on; the runtime flips photos to match.
-    ink: str  # "light_on_dark" | "any"
     # With fit "resize": scale the shorter side to this (0 = stretch to size x size), then
     # crop the centre size x size. Training stores images at this side and crops the same way.
     resize_shorter: int = 0
@@ -37,6 +35,13 @@ class DatasetSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatasetSpec":
+        """From a checkpoint's "dataset"; fields older checkpoints carried and nothing reads
+        any more (the polarity "ink") are dropped."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
 
 MNIST = DatasetSpec(
     name="mnist",
@@ -46,20 +51,19 @@ MNIST = DatasetSpec(
     mean=(0.1307,),
     std=(0.3081,),
     fit="digit",
-    ink="light_on_dark",
 )
 
 FASHION_MNIST = DatasetSpec(
     name="fashion-mnist",
     labels=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    channels=1, size=28, mean=(0.2860,), std=(0.3530,), fit="resize", ink="any", resize_shorter=28,
+    channels=1, size=28, mean=(0.2860,), std=(0.3530,), fit="resize", resize_shorter=28,
     augment="crop_flip",
 )
 
 CIFAR10 = DatasetSpec(
     name="cifar10",
     labels=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    channels=3, size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), fit="resize", ink="any",
+    channels=3, size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), fit="resize",
     resize_shorter=32, augment="crop_flip",
 )
 
@@ -88,7 +92,7 @@ def imagefolder_spec(folder: str, image_size: int = 0) -> DatasetSpec:
         raise ValueError(f"{train}: needs at least two class subfolders, found {len(labels)}")
     size = image_size or 224
     return DatasetSpec(name="imagefolder", labels=labels, channels=3, size=size, mean=(0.485, 0.456, 0.406),
-                       std=(0.229, 0.224, 0.225), fit="resize", ink="any", resize_shorter=round(size * 256 / 224),
+                       std=(0.229, 0.224, 0.225), fit="resize", resize_shorter=round(size * 256 / 224),
                        augment="resized_crop", source=str(folder))
 
 
