@@ -23,7 +23,7 @@ from export.report import measure_latency, to_markdown
 from export.verify import ATOL, open_runtimes, verify_file, verify_int8
 from runtime.errors import first_line
 from runtime.integrity import report_beside
-from runtime.metadata import ModelInfo, Preprocess
+from runtime.metadata import ModelInfo
 from train import checkpoint
 from train.data import load_dataset, subset
 from train.datasets import DatasetSpec
@@ -59,8 +59,7 @@ def model_info(ckpt: dict, proto: onnx.ModelProto, exporter: str, opset: int, ck
     }
     return ModelInfo(
         labels=tuple(spec.labels), input_name=INPUT_NAME, input_shape=input_shape(proto), output_name=OUTPUT_NAME,
-        preprocess=Preprocess(width=spec.size, height=spec.size, mean=tuple(spec.mean), std=tuple(spec.std),
-                              color=spec.color, fit=spec.fit, resize_shorter=spec.resize_shorter),
+        preprocess=spec.preprocess,
         provenance=provenance, reject=spec.reject,
     )
 
@@ -74,7 +73,7 @@ def export_checkpoint(args: argparse.Namespace, log=print) -> dict:
     ckpt_sha = checkpoint.sha256_of(ckpt_path)
     model = checkpoint.model_from_checkpoint(ckpt)
     spec = DatasetSpec.from_dict(ckpt["dataset"])
-    proto = export_onnx(model, spec.channels, spec.size, args.exporter, args.opset, not args.static_batch)
+    proto = export_onnx(model, spec.preprocess.channels, spec.size, args.exporter, args.opset, not args.static_batch)
     info = model_info(ckpt, proto, args.exporter, args.opset, ckpt_sha)
     data = attach_metadata(proto, info).SerializeToString()
 

@@ -132,7 +132,7 @@ def verify_file(onnx_path: Path, runtimes: dict[str, Model], model: torch.nn.Mod
     """Every check for a float model on onnx_path (open in runtimes); a report with 'passed' and the figures."""
     report = _checked(onnx_path, kind="float32", atol=ATOL)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(random_count, spec.channels, spec.size, spec.size, generator=gen)
+    x = torch.randn(random_count, spec.preprocess.channels, spec.size, spec.size, generator=gen)
     ref = torch_logits(model, x)
     comparisons = [compare(f"random tensors: {name}", ref, _chunked(rt.logits, x.numpy()))
                    for name, rt in runtimes.items()]

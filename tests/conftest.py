@@ -89,7 +89,7 @@ def stand_in_model(tmp_path_factory) -> str:
     from runtime.metadata import ModelInfo, Preprocess
 
     info = ModelInfo(labels=STAND_IN_LABELS, input_name="input", input_shape=("batch", 1, 28, 28),
-                     output_name="logits", preprocess=Preprocess(28, 28, (0.1307,), (0.3081,), "gray", "digit"),
+                     output_name="logits", preprocess=Preprocess(width=28, height=28, mean=(0.1307,), std=(0.3081,), color="gray", fit="digit"),
                      reject="no digit")
     path = tmp_path_factory.mktemp("stand-in") / "rule.onnx"
     onnx.save(attach_metadata(export_onnx(ink_amount_rule(), 1, 28), info), str(path))

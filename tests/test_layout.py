@@ -32,8 +32,9 @@ def imported_modules(path: Path):
 
 # Training reads image folders with the runtime's own reading and resizing, and normalises
 # its generated non-digit ink with the runtime's digit normalisation, so that the images a
-# model learns from are prepared exactly as the deployed runtime prepares photos.
-TRAIN_MAY_USE = {"runtime.errors", "runtime.imageio", "runtime.preprocess", "runtime.digits"}
+# model learns from are prepared exactly as the deployed runtime prepares photos; its
+# dataset specs describe that preparation with the metadata contract's own Preprocess.
+TRAIN_MAY_USE = {"runtime.errors", "runtime.imageio", "runtime.preprocess", "runtime.digits", "runtime.metadata"}
 
 
 def test_train_uses_only_the_runtime_image_preparation():

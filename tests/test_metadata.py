@@ -9,7 +9,7 @@ from runtime.metadata import ModelInfo, Preprocess, from_props, to_props
 from runtime.onnx_props import read_metadata_props
 
 INFO = ModelInfo(labels=tuple("0123456789"), input_name="input", input_shape=("batch", 1, 28, 28),
-                 output_name="logits", preprocess=Preprocess(28, 28, (0.1307,), (0.3081,), "gray", "digit"),
+                 output_name="logits", preprocess=Preprocess(width=28, height=28, mean=(0.1307,), std=(0.3081,), color="gray", fit="digit"),
                  provenance={"dataset": "mnist"})
 
 
@@ -104,11 +104,22 @@ def test_schema_1_files_with_the_unused_ink_field_still_load():
     assert from_props(old) == from_props(props)
     with pytest.raises(ModelError, match="schema '3'"):
         from_props(dict(props, digitpipe="3"))
-    assert DatasetSpec.from_dict({**MNIST.to_dict(), "ink": "light_on_dark"}) == MNIST  # an older checkpoint's spec
+
+
+def test_a_checkpoint_spec_round_trips_and_older_flat_specs_still_load():
+    from train.datasets import MNIST, SPECS, DatasetSpec, with_reject_class
+
+    for spec in (*SPECS.values(), with_reject_class(MNIST)):
+        assert DatasetSpec.from_dict(spec.to_dict()) == spec
+    # the layout checkpoints had before the spec held the runtime's Preprocess ("ink" included)
+    flat = {"name": "mnist", "labels": [str(d) for d in range(10)], "channels": 1, "size": 28, "mean": [0.1307],
+            "std": [0.3081], "fit": "digit", "ink": "light_on_dark", "resize_shorter": 0, "augment": "digits",
+            "source": "", "reject": ""}
+    assert DatasetSpec.from_dict(flat) == MNIST
 
 
 def test_a_file_that_names_no_fit_reads_like_the_default_preprocess():
     props = to_props(INFO)
     pre = json.loads(props["preprocess"])
     del pre["fit"]
-    assert from_props(dict(props, preprocess=json.dumps(pre))).preprocess.fit == Preprocess(28, 28, (0.5,), (0.5,)).fit
+    assert from_props(dict(props, preprocess=json.dumps(pre))).preprocess.fit == Preprocess(width=28, height=28, mean=(0.5,), std=(0.5,)).fit

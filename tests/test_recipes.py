@@ -89,7 +89,7 @@ def test_cifar_missing_or_corrupt_is_one_clear_error(tmp_path):
 
 def test_imagefolder_spec_and_loading(image_folder):
     spec = get_spec(f"imagefolder:{image_folder}", 48)
-    assert spec.labels == ("disc", "square") and spec.size == 48 and spec.resize_shorter == 55
+    assert spec.labels == ("disc", "square") and spec.size == 48 and spec.preprocess.resize_shorter == 55
     lines = []
     train, val = load_dataset(spec, image_folder, log=lines.append)
     assert train.images.shape == (120, 3, 55, 55) and len(val) == 40

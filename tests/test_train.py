@@ -146,7 +146,7 @@ def test_short_training_run_learns_and_records(trained):
     assert summary["test_acc"] > 0.95, summary["test_acc"]
     ckpt = checkpoint.load(path)
     assert ckpt["metrics"]["test_acc"] == summary["test_acc"]
-    assert ckpt["dataset"]["mean"] == MNIST.mean and len(summary["confusion_matrix"]) == 11
+    assert ckpt["dataset"]["preprocess"]["mean"] == MNIST.preprocess.mean and len(summary["confusion_matrix"]) == 11
     assert list(summary["per_class_accuracy"]) == list("0123456789")  # no test image is "no digit"
     rejection = summary["no_digit"]  # scored on non-digit ink generated with another seed
     assert rejection["generated_rejected"] > 0.6 and rejection["test_digits_rejected"] < 0.01, rejection
@@ -198,3 +198,38 @@ def test_non_digits_join_only_the_training_split(mnist_test):
     train = Split(torch.from_numpy(images[:500]).unsqueeze(1), torch.from_numpy(labels[:500]).long())
     mixed = with_negatives(train, spec, seed=0)
     assert len(mixed) == 550 and (mixed.labels[500:] == 10).all() and torch.equal(mixed.images[:500], train.images)
+
+
+def test_train_state_save_and_restore_are_a_pair(tmp_path):
+    from dataclasses import replace
+
+    from train.engine import TrainConfig, TrainState
+
+    cfg, cpu = TrainConfig(epochs=2), torch.device("cpu")
+
+    def fresh():
+        torch.manual_seed(0)
+        return TrainState.create(cfg, build_model(ModelConfig("mlp")), cpu, [3, 3])
+
+    state = fresh()
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    for _ in range(2):  # move every part: weights, EMA, optimiser moments, schedule, shuffle RNG
+        torch.nn.functional.cross_entropy(state.model(x), y).backward()
+        state.optimizer.step(), state.scheduler.step(), state.ema.update_parameters(state.model)
+    torch.randperm(10, generator=state.shuffle)
+    state.epoch, state.best_val, state.history = 1, 0.5, [{"epoch": 1, "val_acc": 0.5}]
+    state.save(tmp_path / "last.pt", cfg, cpu)
+    after_save = torch.rand(3)  # the global RNG is part of the state too
+
+    other = fresh()
+    other.restore(tmp_path / "last.pt", cfg, cpu)
+    assert (other.epoch, other.best_val, other.history) == (1, 0.5, [{"epoch": 1, "val_acc": 0.5}])
+    for a, b in zip(state.evaluated.state_dict().values(), other.evaluated.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(state.optimizer.state_dict()["state"].values(), other.optimizer.state_dict()["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert other.scheduler.get_last_lr() == state.scheduler.get_last_lr()
+    assert torch.equal(torch.randperm(10, generator=other.shuffle), torch.randperm(10, generator=state.shuffle))
+    assert torch.equal(torch.rand(3), after_save)
+    with pytest.raises(ValueError, match="other settings"):
+        fresh().restore(tmp_path / "last.pt", replace(cfg, lr=1.0), cpu)

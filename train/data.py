@@ -46,7 +46,7 @@ def load_dataset(spec: DatasetSpec, root: Path, log=print) -> tuple[Split, Split
     elif spec.name == "cifar10":
         parts = sources.load_cifar10(Path(root), log)
     elif spec.name == "imagefolder":
-        parts = [sources.load_image_folder(Path(spec.source) / part, spec.labels, spec.resize_shorter, log)
+        parts = [sources.load_image_folder(Path(spec.source) / part, spec.labels, spec.preprocess.resize_shorter, log)
                  for part in ("train", "val")]
     else:
         raise ValueError(f"no loader for dataset {spec.name!r}")
@@ -81,8 +81,8 @@ def subset(split: Split, count: int | None) -> Split:
 def normalize(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
     """uint8 (or 0..1 float) images -> the network's input, per the dataset spec."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images
-    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+    mean = torch.tensor(spec.preprocess.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.preprocess.std, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
 
 

@@ -8,63 +8,68 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from runtime.metadata import Preprocess
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
     labels: tuple[str, ...]
-    channels: int
-    size: int  # square input side in pixels
-    mean: tuple[float, ...]  # per channel, on the 0..1 pixel scale
-    std: tuple[float, ...]
-    # How the runtime fits an arbitrary photo to the input: "digit" = find the ink and
-    # normalise it the way MNIST was made; "resize" = plain resize of the whole frame.
-    fit: str
-    # With fit "resize": scale the shorter side to this (0 = stretch to size x size), then
-    # crop the centre size x size. Training stores images at this side and crops the same way.
-    resize_shorter: int = 0
+    # How the runtime fits a photo to the input, exactly as training prepares images: the
+    # preprocessing half of the ONNX metadata contract, defined once (runtime/metadata.py).
+    preprocess: Preprocess
     augment: str = "digits"  # digits | crop_flip | resized_crop (train/augment.py)
     source: str = ""  # imagefolder: the folder with train/ and val/
     # The label of an extra last class for ink that is no digit (train/negatives.py), or "".
     reject: str = ""
 
     @property
-    def color(self) -> str:
-        return "gray" if self.channels == 1 else "rgb"  # colour images are stored RGB
+    def size(self) -> int:
+        return self.preprocess.width  # training inputs are square
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetSpec":
-        """From a checkpoint's "dataset"; fields older checkpoints carried and nothing reads
-        any more (the polarity "ink") are dropped."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """From a checkpoint's "dataset", this layout's or the older flat one (size, channels,
+        mean, std, fit, resize_shorter beside the name; and "ink", which nothing read)."""
+        pp = d.get("preprocess") or _flat_preprocess(d)
+        pp = Preprocess(**{**pp, "mean": tuple(pp["mean"]), "std": tuple(pp["std"])})
+        names = {f.name for f in fields(cls)} - {"preprocess"}
+        return cls(preprocess=pp, **{k: (tuple(v) if k == "labels" else v) for k, v in d.items() if k in names})
+
+
+def _flat_preprocess(d: dict) -> dict:
+    return {"width": d["size"], "height": d["size"], "mean": d["mean"], "std": d["std"],
+            "color": "gray" if d["channels"] == 1 else "rgb", "fit": d["fit"],
+            "resize_shorter": d.get("resize_shorter", 0)}
+
+
+def _square(size: int, mean: tuple, std: tuple, fit: str, resize_shorter: int = 0) -> Preprocess:
+    return Preprocess(width=size, height=size, mean=mean, std=std, color="gray" if len(mean) == 1 else "rgb",
+                      fit=fit, resize_shorter=resize_shorter)
 
 
 MNIST = DatasetSpec(
     name="mnist",
     labels=tuple(str(d) for d in range(10)),
-    channels=1,
-    size=28,
-    mean=(0.1307,),
-    std=(0.3081,),
-    fit="digit",
+    preprocess=_square(28, mean=(0.1307,), std=(0.3081,), fit="digit"),
 )
 
 FASHION_MNIST = DatasetSpec(
     name="fashion-mnist",
     labels=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    channels=1, size=28, mean=(0.2860,), std=(0.3530,), fit="resize", resize_shorter=28,
+    preprocess=_square(28, mean=(0.2860,), std=(0.3530,), fit="resize", resize_shorter=28),
     augment="crop_flip",
 )
 
 CIFAR10 = DatasetSpec(
     name="cifar10",
     labels=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    channels=3, size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), fit="resize",
-    resize_shorter=32, augment="crop_flip",
+    preprocess=_square(32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), fit="resize",
+                       resize_shorter=32),
+    augment="crop_flip",
 )
 
 NO_DIGIT = "no digit"
@@ -73,7 +78,7 @@ NO_DIGIT = "no digit"
 def with_reject_class(spec: DatasetSpec) -> DatasetSpec:
     """The spec with an extra last class for generated non-digit ink; only a digit reader
     (fit "digit") finds ink that may be no digit at all."""
-    if spec.fit != "digit" or spec.reject:
+    if spec.preprocess.fit != "digit" or spec.reject:
         return spec
     return replace(spec, labels=spec.labels + (NO_DIGIT,), reject=NO_DIGIT)
 
@@ -91,8 +96,9 @@ def imagefolder_spec(folder: str, image_size: int = 0) -> DatasetSpec:
     if len(labels) < 2:
         raise ValueError(f"{train}: needs at least two class subfolders, found {len(labels)}")
     size = image_size or 224
-    return DatasetSpec(name="imagefolder", labels=labels, channels=3, size=size, mean=(0.485, 0.456, 0.406),
-                       std=(0.229, 0.224, 0.225), fit="resize", resize_shorter=round(size * 256 / 224),
+    return DatasetSpec(name="imagefolder", labels=labels,
+                       preprocess=_square(size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), fit="resize",
+                                          resize_shorter=round(size * 256 / 224)),
                        augment="resized_crop", source=str(folder))
 
 

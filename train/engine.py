@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -147,156 +147,211 @@ def run(cfg: TrainConfig, resume: bool = False, log=print, stop_after: int | Non
     Under torchrun every rank trains its share; rank 0 alone writes and logs.
     """
     device = distributed.setup(pick_device(cfg.device))
-    main = distributed.is_main()
-    log = log if main else (lambda *_: None)
+    log = log if distributed.is_main() else (lambda *_: None)
     try:
         with DeferredInterrupt() as interrupt:
-            return _train(cfg, device, main, resume, log, stop_after, on_epoch, interrupt)
+            return _train(cfg, device, resume, log, stop_after, on_epoch, interrupt)
     finally:
         distributed.teardown()
 
 
-def _train(cfg: TrainConfig, device, main: bool, resume: bool, log, stop_after, on_epoch,
-           interrupt: DeferredInterrupt) -> dict:
+def _train(cfg: TrainConfig, device, resume: bool, log, stop_after, on_epoch, interrupt: DeferredInterrupt) -> dict:
+    main = distributed.is_main()
     spec = get_spec(cfg.dataset, cfg.image_size)
-    if cfg.reject_class:
-        spec = with_reject_class(spec)
-    run_dir = Path(cfg.run_dir)
-    last_path = run_dir / "last.pt"
+    spec = with_reject_class(spec) if cfg.reject_class else spec
     torch.manual_seed(cfg.seed)
     world = distributed.world_size()
     log(f"device: {describe_device(device)}" + (f" x {world} processes" if world > 1 else ""))
+    model, model_cfg = _build_model(cfg, spec, log)
+    data = _load_data(cfg, spec, device, log)
+    state = TrainState.create(cfg, model.to(device).to(memory_format=torch.channels_last), device, data.epoch_steps)
+    last_path = Path(cfg.run_dir) / "last.pt"
+    if resume:
+        state.restore(last_path, cfg, device)
+        log(f"resuming after epoch {state.epoch} (best validation {state.best_val:.4f})")
+    board = RunLog(Path(cfg.run_dir), cfg.tensorboard) if main else None
 
+    t0 = time.perf_counter() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
+    first_epoch = state.epoch + 1
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if epoch == first_epoch or epoch == cfg.freeze_epochs + 1:  # a new stage: (un)freeze, then wrap for DDP
+            net = _start_stage(state.model, epoch, cfg, device, log)
+        train_loss, train_acc = train_one_epoch(net, state, data, spec, cfg, epoch, device, interrupt, main)
+        val_logits = predict(state.evaluated, data.val, spec, device)
+        val_acc = distributed.from_main(accuracy(val_logits, data.val.labels), device)
+        elapsed = time.perf_counter() - t0
+        state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                              "val_loss": F.cross_entropy(val_logits, data.val.labels.cpu()).item(), "val_acc": val_acc,
+                              "lr": state.scheduler.get_last_lr()[0], "elapsed_s": elapsed})
+        improved = val_acc > state.best_val
+        state.epoch, state.best_val = epoch, max(val_acc, state.best_val)
+        if main:
+            if improved:
+                checkpoint.save(Path(cfg.out), _model_payload(state.evaluated, model_cfg, spec, cfg, epoch, val_acc))
+            state.save(last_path, cfg, device)
+            board.epoch(cfg, state.history)
+        log(f"epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f}  val acc {val_acc:.4f}"
+            f"{'  (best, saved)' if improved else ''}  [{elapsed:.0f} s]")
+        if on_epoch is not None:
+            paused = time.perf_counter()
+            on_epoch(epoch, state.evaluated, elapsed)
+            t0 += time.perf_counter() - paused
+        interrupt.check()
+        best_epoch = max(state.history, key=lambda h: h["val_acc"])["epoch"]
+        if cfg.patience and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs:
+            log(f"early stop: no better validation accuracy for {cfg.patience} epochs (best: epoch {best_epoch})")
+            break
+        if stop_after is not None and epoch - first_epoch + 1 >= stop_after and epoch < cfg.epochs:
+            log(f"stopping after epoch {epoch} as asked; continue with --resume")
+            return {"config": asdict(cfg), "history": state.history, "stopped_at": epoch}
+
+    interrupt.check()
+    if not main:
+        return {"config": asdict(cfg), "history": state.history}
+    summary = _finish(cfg, spec, data.test, device, state.history, log)
+    board.close()
+    return summary
+
+
+def _build_model(cfg: TrainConfig, spec: DatasetSpec, log) -> tuple[torch.nn.Module, ModelConfig]:
     if (cfg.weights or cfg.freeze_epochs) and cfg.arch not in RESNETS:
         raise ValueError(f"--weights and --freeze-epochs are for {', '.join(RESNETS)}, not {cfg.arch}")
-    model_cfg = ModelConfig(cfg.arch, in_channels=spec.channels, num_classes=len(spec.labels), input_size=spec.size,
-                            widths=DEFAULT_WIDTHS.get(cfg.arch, ()))
+    model_cfg = ModelConfig(cfg.arch, in_channels=spec.preprocess.channels, num_classes=len(spec.labels),
+                            input_size=spec.size, widths=DEFAULT_WIDTHS.get(cfg.arch, ()))
     model = build_model(model_cfg)
     if cfg.weights:
         skipped = load_pretrained(model, cfg.weights)
         log(f"loaded {cfg.weights}" + (f" except {', '.join(skipped)} (shapes differ)" if skipped else ""))
+    return model, model_cfg
 
+
+@dataclass
+class TrainingData:
+    train: Split
+    val: Split
+    test: Split
+    epoch_sizes: list[int]  # each epoch draws its images from the front of train
+    epoch_steps: list[int]  # batches per epoch on this process
+
+
+def _load_data(cfg: TrainConfig, spec: DatasetSpec, device, log) -> TrainingData:
     full_train, test = load_dataset(spec, Path(cfg.data_dir), log=log)
     train, val = split_validation(full_train, min(cfg.val_size, len(full_train) // 10 or 1), cfg.seed)
     train, test = subset(train, cfg.train_subset), subset(test, cfg.test_subset)
-    # Images each epoch draws from the front of the training split. Generated non-digits sit
-    # at its end and join from epoch 2: learnt from the first step, they cost 0.1-0.25 points
-    # of test accuracy after epoch 1 (seeds 0 and 1); the final accuracy was about the same.
+    # Generated non-digits sit at the end of the training split and join from epoch 2:
+    # learnt from the first step, they cost 0.1-0.25 points of test accuracy after epoch 1
+    # (seeds 0 and 1); the final accuracy was about the same.
     epoch_sizes = [len(train)] * cfg.epochs
     if spec.reject:
         train = with_negatives(train, spec, cfg.seed)
         epoch_sizes[1:] = [len(train)] * (cfg.epochs - 1)
         log(f"data: {len(train) - epoch_sizes[0]} generated images of non-digit ink labelled {spec.reject!r}, "
             "from epoch 2 (validation and test stay digits only)")
-    train, val, test = train.to(device), val.to(device), test.to(device)
     log(f"data: {spec.name}, {len(train)} train / {len(val)} validation / {len(test)} test images")
+    world = distributed.world_size()
+    steps = [math.ceil(math.ceil(n / world) / cfg.batch_size) for n in epoch_sizes]
+    return TrainingData(train.to(device), val.to(device), test.to(device), epoch_sizes, steps)
 
-    model = model.to(device).to(memory_format=torch.channels_last)
-    ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True) if cfg.ema else None
-    evaluated = ema.module if ema is not None else model
-    optimizer = make_optimizer(cfg, model)
-    epoch_steps = [math.ceil(math.ceil(n / world) / cfg.batch_size) for n in epoch_sizes]
-    scheduler = make_schedule(cfg, optimizer, epoch_steps)
-    use_amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    shuffle = torch.Generator().manual_seed(cfg.seed)
-    board = RunLog(run_dir, cfg.tensorboard) if main else None
 
-    start_epoch, best_val, history = 1, -1.0, []
-    if resume:
-        state = checkpoint.load(last_path)
-        if state["train_config"] != asdict(cfg):
-            raise ValueError(f"{last_path} was written with other settings; resume with the same arguments")
-        model.load_state_dict(state["model_state"])
-        if ema is not None:
-            ema.load_state_dict(state["ema_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        scheduler.load_state_dict(state["scheduler_state"])
-        scaler.load_state_dict(state["scaler_state"])
-        shuffle.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"])
-        start_epoch, best_val, history = state["epoch"] + 1, state["best_val"], state["history"]
-        log(f"resuming after epoch {state['epoch']} (best validation {best_val:.4f})")
+@dataclass
+class TrainState:
+    """Everything training changes, and so everything last.pt holds for an exact --resume."""
+    model: torch.nn.Module
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    shuffle: torch.Generator
+    epoch: int = 0  # epochs done
+    best_val: float = -1.0
+    history: list = field(default_factory=list)
 
-    t0 = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
-    net = model
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if epoch == start_epoch or epoch == cfg.freeze_epochs + 1:  # a new stage: (un)freeze, then wrap for DDP
-            frozen = epoch <= cfg.freeze_epochs
-            for p in backbone_parameters(model):
-                p.requires_grad_(not frozen)
-            if frozen:
-                log(f"epochs 1-{cfg.freeze_epochs}: backbone frozen, training the head only")
-            net = distributed.wrap(model, device)
-        net.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        order = distributed.epoch_order(epoch_sizes[epoch - 1], epoch, shuffle)
-        bar = tqdm(batches(train, cfg.batch_size, order), total=epoch_steps[epoch - 1], disable=not main,
-                   desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, mininterval=1.0)
-        for images, labels in bar:
-            interrupt.check()
-            x = training_input(images, spec, cfg.augment).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = net(x)
-                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch}; try a lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            total_loss += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
-        val_logits = predict(evaluated, val, spec, device)
-        val_acc = distributed.from_main(accuracy(val_logits, val.labels), device)
-        elapsed = time.perf_counter() - t0
-        history.append({"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
-                        "val_loss": F.cross_entropy(val_logits, val.labels.cpu()).item(), "val_acc": val_acc,
-                        "lr": scheduler.get_last_lr()[0], "elapsed_s": elapsed})
-        improved = val_acc > best_val
-        if improved:
-            best_val = val_acc
-        if main:
-            if improved:
-                checkpoint.save(Path(cfg.out), _model_payload(evaluated, model_cfg, spec, cfg, epoch, val_acc))
-            checkpoint.save(last_path, {
-                "train_config": asdict(cfg), "epoch": epoch, "best_val": best_val, "history": history,
-                "model_state": model.state_dict(), "ema_state": ema.state_dict() if ema is not None else None,
-                "optimizer_state": optimizer.state_dict(),
-                "scheduler_state": scheduler.state_dict(), "scaler_state": scaler.state_dict(),
-                "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            })
-            board.epoch(cfg, history)
-        log(f"epoch {epoch}/{cfg.epochs}: loss {history[-1]['train_loss']:.4f}  val acc {val_acc:.4f}"
-            f"{'  (best, saved)' if improved else ''}  [{elapsed:.0f} s]")
-        if on_epoch is not None:
-            paused = time.perf_counter()
-            on_epoch(epoch, evaluated, elapsed)
-            t0 += time.perf_counter() - paused
+    @classmethod
+    def create(cls, cfg: TrainConfig, model: torch.nn.Module, device, epoch_steps: list[int]) -> "TrainState":
+        ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True) if cfg.ema else None
+        optimizer = make_optimizer(cfg, model)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
+        return cls(model, ema, optimizer, make_schedule(cfg, optimizer, epoch_steps), scaler,
+                   torch.Generator().manual_seed(cfg.seed))
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validated, kept and exported: the EMA's when it is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def save(self, path: Path, cfg: TrainConfig, device) -> None:
+        checkpoint.save(path, {
+            "train_config": asdict(cfg), "epoch": self.epoch, "best_val": self.best_val, "history": self.history,
+            "model_state": self.model.state_dict(), "ema_state": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer_state": self.optimizer.state_dict(), "scheduler_state": self.scheduler.state_dict(),
+            "scaler_state": self.scaler.state_dict(), "shuffle_rng": self.shuffle.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+        })
+
+    def restore(self, path: Path, cfg: TrainConfig, device) -> None:
+        saved = checkpoint.load(path)
+        if saved["train_config"] != asdict(cfg):
+            raise ValueError(f"{path} was written with other settings; resume with the same arguments")
+        self.model.load_state_dict(saved["model_state"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema_state"])
+        self.optimizer.load_state_dict(saved["optimizer_state"])
+        self.scheduler.load_state_dict(saved["scheduler_state"])
+        self.scaler.load_state_dict(saved["scaler_state"])
+        self.shuffle.set_state(saved["shuffle_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"])
+        self.epoch, self.best_val, self.history = saved["epoch"], saved["best_val"], saved["history"]
+
+
+def amp_dtype(device) -> torch.dtype | None:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16 with a grad scaler); none on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _start_stage(model: torch.nn.Module, epoch: int, cfg: TrainConfig, device, log) -> torch.nn.Module:
+    """Freeze the backbone for the head-only epochs (thaw it after); the model to train, DDP-wrapped under torchrun."""
+    frozen = epoch <= cfg.freeze_epochs
+    for p in backbone_parameters(model):
+        p.requires_grad_(not frozen)
+    if frozen:
+        log(f"epochs 1-{cfg.freeze_epochs}: backbone frozen, training the head only")
+    return distributed.wrap(model, device)
+
+
+def train_one_epoch(net: torch.nn.Module, state: TrainState, data: TrainingData, spec: DatasetSpec, cfg: TrainConfig,
+                    epoch: int, device, interrupt: DeferredInterrupt, show_progress: bool) -> tuple[float, float]:
+    """One pass over this epoch's images; returns the training loss and accuracy."""
+    net.train()
+    dtype = amp_dtype(device)
+    total_loss, correct, seen = 0.0, 0, 0
+    order = distributed.epoch_order(data.epoch_sizes[epoch - 1], epoch, state.shuffle)
+    bar = tqdm(batches(data.train, cfg.batch_size, order), total=data.epoch_steps[epoch - 1], disable=not show_progress,
+               desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, mininterval=1.0)
+    for images, labels in bar:
         interrupt.check()
-        best_epoch = max(history, key=lambda h: h["val_acc"])["epoch"]
-        if cfg.patience and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs:
-            log(f"early stop: no better validation accuracy for {cfg.patience} epochs (best: epoch {best_epoch})")
-            break
-        if stop_after is not None and epoch - start_epoch + 1 >= stop_after and epoch < cfg.epochs:
-            log(f"stopping after epoch {epoch} as asked; continue with --resume")
-            return {"config": asdict(cfg), "history": history, "stopped_at": epoch}
-
-    interrupt.check()
-    if not main:
-        return {"config": asdict(cfg), "history": history}
-    summary = _finish(cfg, spec, test, device, history, log)
-    board.close()
-    return summary
+        x = training_input(images, spec, cfg.augment).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = net(x)
+            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch}; try a lower --lr")
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
+        total_loss += loss.item() * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
 def _rejection_report(model, spec: DatasetSpec, test: Split, test_logits: torch.Tensor, device, seed: int) -> dict:
