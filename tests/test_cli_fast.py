@@ -1,13 +1,57 @@
-"""run-digit's entry point on a stand-in model (seconds, no training): choices that do not
-depend on how well a model reads."""
+"""run-digit's entry point on a stand-in model (seconds, no training): exit codes, error
+lines, JSON, --roi, video, speech and bad models; everything that does not depend on how
+well a model reads. Accuracy floors stay with the trained fixture (test_cli.py)."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
-from runtime.cli import EXIT_OK, main
+from bench.photos import render_photo
+from runtime.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
 from runtime.digits import Candidate, find_digits, most_prominent
-from tests.conftest import write_png
+from tests.conftest import ROOT, STAND_IN_READS, write_png
+
+
+def run_cli(capsys, *args):
+    code = main(["--no-window", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def json_lines(out: str):
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def samples(mnist_test, tmp_path_factory):
+    """An MNIST test tile and a photo of it on disk, with what the stand-in reads on them."""
+    images, _ = mnist_test
+    folder = tmp_path_factory.mktemp("samples")
+    tile = write_png(folder / "tile.png", images[0])
+    photo = folder / "photo.jpg"
+    assert cv2.imwrite(str(photo), render_photo([images[0]], np.random.default_rng(7)))
+    return {"tiles": [(tile, STAND_IN_READS)], "photos": [(photo, STAND_IN_READS)]}
+
+
+def test_json_shape_and_backends(stand_in_model, samples, capsys):
+    (tile, _), (photo, _) = samples["tiles"][0], samples["photos"][0]
+    for backend in ("onnxruntime", "opencv"):
+        code, out, err = run_cli(capsys, "--model", stand_in_model, "--backend", backend, "--json",
+                                 "--image", str(tile), str(photo))
+        assert code == EXIT_OK and err == "", err
+        results = json_lines(out)
+        assert [r["source"] for r in results] == [str(tile), str(photo)]
+        for r in results:
+            assert r["text"] == STAND_IN_READS
+            (digit,) = r["digits"]
+            assert digit["label"] == STAND_IN_READS and 0.5 < digit["confidence"] < 1.0
+            assert len(digit["box"]) == 4 and all(isinstance(v, int) for v in digit["box"])
+            assert r["ms"] and all(v >= 0 for v in r["ms"].values())
 
 
 def touching_rings() -> np.ndarray:
@@ -68,3 +112,160 @@ def test_training_scripts_without_torch_name_the_extra(tmp_path):
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip() == (f"error: digitpipe-{script} needs torch, which comes with the training extra: "
                                        "pip install 'digitpipe[train]'")
+
+
+def test_readable_line_per_image_and_blank_page(stand_in_model, samples, tmp_path, capsys):
+    model = Path(stand_in_model)
+    blank = write_png(tmp_path / "blank.png", np.full((480, 640), 220, np.uint8))
+    photo, label = samples["photos"][0]
+    code, out, _ = run_cli(capsys, "--model", str(model), "--image", str(photo), str(blank))
+    lines = out.splitlines()
+    assert code == EXIT_OK and len(lines) == 2
+    assert lines[0].startswith(f"{photo}: ") and lines[1] == f"{blank}: no digit"
+
+
+def test_batch_with_bad_files_reads_the_rest(stand_in_model, samples, tmp_path, capsys):
+    model = Path(stand_in_model)
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    good, label = samples["tiles"][0]
+    code, out, err = run_cli(capsys, "--model", str(model), "--json", "--image",
+                             str(tmp_path / "text.png"), str(good), str(tmp_path / "missing.png"), str(tmp_path / "empty.png"))
+    assert code == EXIT_INPUT_FAILED
+    results = json_lines(out)
+    assert [r.get("text") for r in results] == [None, label, None, None]
+    assert [r.get("error", "").split(": ")[-1] for r in results if "error" in r] == [
+        "not a readable image (unknown format or corrupt data)", "no such file", "empty file"]
+    assert len(err.strip().splitlines()) == 3 and "Traceback" not in err
+
+
+def write_video(path: Path, frames, fps=10):
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def test_bad_video_and_camera(stand_in_model, tmp_path, capsys):
+    model = Path(stand_in_model)
+    (tmp_path / "notes.mp4").write_text("not a video")
+    for args, message in ((["--video", str(tmp_path / "notes.mp4")], "not a readable video"),
+                          (["--video", str(tmp_path / "missing.mp4")], "no such video file"),
+                          (["--camera", "99"], "camera 99: cannot be opened")):
+        code, out, err = run_cli(capsys, "--model", str(model), *args)
+        assert code == EXIT_INPUT_FAILED and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_truncated_video_reads_what_is_there(stand_in_model, mnist_test, tmp_path, capsys):
+    model = Path(stand_in_model)
+    images, _ = mnist_test
+    rng = np.random.default_rng(9)
+    video = write_video(tmp_path / "clip.avi", [render_photo([images[0]], rng) for _ in range(20)])
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])
+    code, out, err = run_cli(capsys, "--model", str(model), "--json", "--video", str(video))
+    frames = [r for r in json_lines(out) if "frame" in r]
+    assert 1 <= len(frames) < 20 and "Traceback" not in err
+    assert code == EXIT_INPUT_FAILED and "ended after" in err
+
+
+def test_bad_models_exit_2_with_one_line(stand_in_model, tmp_path, capsys):
+    import onnx
+
+    model = Path(stand_in_model)
+    text = tmp_path / "text.onnx"
+    text.write_text("hello")
+    proto = onnx.load(str(model))
+    plain = tmp_path / "plain.onnx"
+    bare = onnx.load(str(model))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(plain))
+    broken = tmp_path / "broken.onnx"
+    for p in proto.metadata_props:
+        if p.key == "preprocess":
+            p.value = "{not json"
+    onnx.save(proto, str(broken))
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(model.read_bytes()[: len(model.read_bytes()) // 2])
+    img = write_png(tmp_path / "x.png", np.zeros((28, 28), np.uint8))
+    for path, message in ((tmp_path / "none.onnx", "no such model file"), (text, "not an ONNX model"),
+                          (plain, "no digitpipe metadata"), (broken, "'preprocess' is not valid JSON"),
+                          (truncated, "not an ONNX model"), (tmp_path, "is a folder")):
+        for backend in ("onnxruntime", "opencv"):
+            code, out, err = run_cli(capsys, "--model", str(path), "--backend", backend, "--image", str(img))
+            assert code == EXIT_USAGE and message in err and len(err.strip().splitlines()) == 1, (path, err)
+
+
+def test_speak_without_a_sound_device_warns_once_and_reads(stand_in_model, samples, capsys):
+    from runtime.speech import playback_problem
+
+    model = Path(stand_in_model)
+    photo, label = samples["tiles"][0]
+    code, out, err = run_cli(capsys, "--model", str(model), "--speak", "--image", str(photo))
+    assert code == EXIT_OK and out.startswith(f"{photo}: {label}")
+    if playback_problem():
+        assert err.count("warning: speech is off") == 1
+
+
+def test_console_script_without_torch(stand_in_model, samples, tmp_path):
+    """The installed run-digit, in a process where importing torch fails."""
+    model = Path(stand_in_model)
+    photo, label = samples["photos"][0]
+    blocker = tmp_path / "block" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    code = ("import sys, runtime.cli as c; rc = c.main(sys.argv[1:]); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'train', 'export')]; "
+            "print('LOADED', bad); sys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
+    env.pop("DISPLAY", None)
+    done = subprocess.run([sys.executable, "-c", code, "--model", str(model), "--image", str(photo)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"{photo}: {label}" in done.stdout and "LOADED []" in done.stdout
+    exe = Path(sys.executable).with_name("run-digit")
+    if exe.exists():
+        done = subprocess.run([str(exe), "--model", str(model), "--image", str(photo)], capture_output=True, text=True, env=env)
+        assert done.returncode == 0 and done.stdout.startswith(f"{photo}: {label}") and not done.stderr
+
+
+def test_roi_reads_only_inside_and_keeps_image_coordinates(stand_in_model, mnist_test, tmp_path, capsys):
+    model = Path(stand_in_model)
+    images, _ = mnist_test
+    photo = render_photo([images[0], images[1]], np.random.default_rng(11))
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), photo)
+    code, out, _ = run_cli(capsys, "--model", str(model), "--json", "--image", str(path))
+    both = json_lines(out)[0]["digits"]
+    assert [d["label"] for d in both] == [STAND_IN_READS] * 2
+    x0, y0, w0, h0 = both[1]["box"]
+    roi = f"{x0 - 5},{max(0, y0 - 5)},{w0 + 10},{h0 + 10}"
+    code, out, _ = run_cli(capsys, "--model", str(model), "--json", "--roi", roi, "--image", str(path))
+    only = json_lines(out)[0]["digits"]
+    assert code == EXIT_OK and [d["label"] for d in only] == [STAND_IN_READS]
+    assert abs(only[0]["box"][0] - x0) <= 2 and abs(only[0]["box"][1] - y0) <= 2
+
+
+def test_save_writes_the_annotated_video(stand_in_model, mnist_test, tmp_path, capsys):
+    model = Path(stand_in_model)
+    images, _ = mnist_test
+    rng = np.random.default_rng(8)
+    video = write_video(tmp_path / "in.avi", [render_photo([images[2]], rng) for _ in range(8)])
+    saved = tmp_path / "annotated.mp4"
+    code, out, err = run_cli(capsys, "--model", str(model), "--video", str(video), "--save", str(saved))
+    assert code == EXIT_OK, err
+    cap = cv2.VideoCapture(str(saved))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    assert len(frames) == 8 and frames[0].shape == (480, 640, 3)
+    green = np.all(np.abs(frames[0].astype(int) - np.array([60, 200, 60])) <= 40, axis=2)
+    assert green.sum() > 100, "no boxes drawn in the saved video"
+    assert not list(tmp_path.glob(".*part*")), "temporary file left behind"
+    assert run_cli(capsys, "--model", str(model), "--image", str(video), "--save", str(saved))[0] == EXIT_USAGE

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from runtime.cli import EXIT_OK, EXIT_USAGE, main
-
-pytestmark = pytest.mark.slow
+from tests.conftest import STAND_IN_READS
 
 
 def run_json(capsys, *args):
@@ -19,10 +18,9 @@ def run_json(capsys, *args):
 
 
 @pytest.fixture(scope="module")
-def plain_digits(exported, tmp_path_factory):
-    """Our digit model with its metadata stripped: what a plain torch export looks like."""
-    model, _ = exported
-    proto = onnx.load(str(model))
+def plain_digits(stand_in_model, tmp_path_factory):
+    """Our stand-in digit model with its metadata stripped: what a plain torch export looks like."""
+    proto = onnx.load(stand_in_model)
     del proto.metadata_props[:]
     path = tmp_path_factory.mktemp("foreign") / "plain.onnx"
     onnx.save(proto, str(path))
@@ -36,14 +34,14 @@ def test_without_metadata_or_flags_says_which_flags(plain_digits, tmp_path, caps
     assert code == EXIT_USAGE and "--mean and --std" in err and len(err.strip().splitlines()) == 1
 
 
-def test_flags_make_a_plain_model_read_like_ours(exported, plain_digits, mnist_test, tmp_path, capsys):
+def test_flags_make_a_plain_model_read_like_ours(stand_in_model, plain_digits, mnist_test, tmp_path, capsys):
     from bench.photos import render_photo
 
     images, _ = mnist_test
     img = tmp_path / "n.png"
     cv2.imwrite(str(img), render_photo([images[i] for i in (4, 5, 6)], np.random.default_rng(1)))
-    model, _ = exported
-    _, ours, _ = run_json(capsys, "--model", str(model), "--image", str(img))
+    _, ours, _ = run_json(capsys, "--model", stand_in_model, "--image", str(img))
+    assert ours[0]["text"] == STAND_IN_READS * 3
     for backend in ("onnxruntime", "opencv"):
         code, theirs, err = run_json(capsys, "--model", str(plain_digits), "--backend", backend,
                                      "--mean", "0.1307", "--std", "0.3081", "--image", str(img))
@@ -52,8 +50,8 @@ def test_flags_make_a_plain_model_read_like_ours(exported, plain_digits, mnist_t
         for a, b in zip(theirs[0]["digits"], ours[0]["digits"]):
             assert a["box"] == b["box"] and abs(a["confidence"] - b["confidence"]) < 1e-3
     code, named, _ = run_json(capsys, "--model", str(plain_digits), "--mean", "0.1307", "--std", "0.3081",
-                              "--labels", "zero,one,two,three,four,five,six,seven,eight,nine", "--image", str(img))
-    names = "zero one two three four five six seven eight nine".split()
+                              "--labels", "zero,one,two,three,four,five,six,seven,eight,nine,blob", "--image", str(img))
+    names = "zero one two three four five six seven eight nine blob".split()
     assert [d["label"] for d in named[0]["digits"]] == [names[int(c)] for c in ours[0]["text"]]
 
 

@@ -12,11 +12,6 @@ from runtime.reader import DigitReader
 from tests.conftest import write_png
 
 
-@pytest.fixture(scope="module")
-def rule_model(stand_in_model) -> str:
-    return stand_in_model
-
-pytestmark = pytest.mark.slow
 def blob_and_digit(mnist_test) -> np.ndarray:
     """A photo with a filled disc left of a handwritten digit, both 70 px tall (a blob wider
     than the finder's top-hat kernel, 81 px here, would be cut down to its edges)."""
@@ -26,28 +21,29 @@ def blob_and_digit(mnist_test) -> np.ndarray:
     return render_photo([disc, images[0]], np.random.default_rng(2), digit_height=70)
 
 
-def test_reject_class_is_never_reported(rule_model, mnist_test):
+def test_reject_class_is_never_reported(stand_in_model, mnist_test):
     photo = blob_and_digit(mnist_test)
-    reader = DigitReader(Model(rule_model), min_confidence=0.0)
+    reader = DigitReader(Model(stand_in_model), min_confidence=0.0)
     boxes, tiles = reader.locate(photo)
     assert len(boxes) == 2  # the finder offers both: the disc is no texture, its edge is a pen's
     reading = reader.read(photo)
     assert reading.text == "7" and reading.digits[0].box == boxes[1]
     # A reader told nothing of the class would report its label like any other.
-    unaware = Model(rule_model)
+    unaware = Model(stand_in_model)
     unaware.info = replace(unaware.info, reject="")
     assert DigitReader(unaware, min_confidence=0.0).read(photo).text == "no digit7"
 
 
-def test_run_digit_prints_no_digit_for_ink_the_model_rejects(rule_model, mnist_test, tmp_path, capsys):
+def test_run_digit_prints_no_digit_for_ink_the_model_rejects(stand_in_model, mnist_test, tmp_path, capsys):
     disc = np.full((480, 640, 3), 220, np.uint8)
     cv2.circle(disc, (320, 240), 35, (40, 40, 40), -1, cv2.LINE_AA)
     files = [write_png(tmp_path / "disc.png", disc), write_png(tmp_path / "both.png", blob_and_digit(mnist_test))]
-    assert run_digit(["--model", rule_model, "--no-window", "--image", *map(str, files)]) == 0
+    assert run_digit(["--model", stand_in_model, "--no-window", "--image", *map(str, files)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{files[0]}: no digit" and lines[1].startswith(f"{files[1]}: 7  (7 ")
 
 
+@pytest.mark.slow
 def test_trained_model_turns_away_blobs_and_keeps_digits(exported, mnist_test):
     """The small model the tests train (2 epochs) already tells filled shapes from digits.
 
