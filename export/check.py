@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     try:
         result = check(args, log=(lambda *_: None) if args.json else print)
     except (checkpoint.CheckpointError, ModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 2
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: check failed ({first_line(exc)})", file=sys.stderr)

@@ -21,7 +21,7 @@ from export.onnx_export import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME
 from export.quantize import CALIBRATION_IMAGES, QUANT_FORMAT, calibration_blob, int8_path, quantize_int8
 from export.report import measure_latency, to_markdown
 from export.verify import ATOL, open_runtimes, verify_file, verify_int8
-from runtime.errors import first_line
+from runtime.errors import ModelError, first_line
 from runtime.integrity import report_beside
 from runtime.metadata import ModelInfo
 from train import checkpoint
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     except checkpoint.CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError, ModelError) as exc:  # ModelError: the runtime refuses the file
         print(f"error: export failed ({first_line(exc)}); "
               f"the previous models are unchanged", file=sys.stderr)
         return 1

@@ -24,9 +24,10 @@ class OnnxRuntimeBackend:
     def __init__(self, model_bytes: bytes, info: ModelInfo, device: str = "auto", threads: int = 0):
         import onnxruntime as ort
 
-        ort.set_default_logger_severity(3)  # errors only: no provider chatter on stdout
+        # Fatal only: its errors reach the user as our one-line messages, not as its log lines.
+        ort.set_default_logger_severity(4)
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4
         if threads:
             options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
@@ -40,9 +41,11 @@ class OnnxRuntimeBackend:
             raise ModelError(f"onnxruntime cannot load it ({first_line(exc)})") from None
         self.input_name, self.output_name = info.input_name, info.output_name
         self.providers = self.session.get_providers()
+        self.run_options = ort.RunOptions()
+        self.run_options.log_severity_level = 4
 
     def run(self, blob: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: blob})[0]
+        return self.session.run([self.output_name], {self.input_name: blob}, self.run_options)[0]
 
 
 class OpenCVBackend:

@@ -1,7 +1,8 @@
 """run-digit: read digits from images, a video file or a camera with an ONNX model.
 
 Exit codes: 0 every input was read; 1 some inputs could not be read (the rest were);
-2 usage or model error (nothing was read).
+2 usage or model error (the model was refused at load: nothing was read); 3 the model
+failed while reading (what was read before is printed, then it stops).
 """
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import time
 
 import cv2
 
-from runtime.errors import InputError, ModelError
+from runtime.errors import InputError, ModelError, first_line
 from runtime.foreign import Overrides, parse_numbers, parse_size
 from runtime.imageio import DEFAULT_MAX_PIXELS, read_image
-from runtime.model import Model
+from runtime.model import DEFAULT_MAX_MODEL_PIXELS, Model
 from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader, Reading, parse_roi
 
-EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL_FAILED = 0, 1, 2, 3
 DEFAULT_MODEL = "artifacts/digits.onnx"
 KEY_QUIT = {ord("q"), 27}  # q or Esc
 KEY_PAUSE = ord(" ")
@@ -29,7 +30,8 @@ KEY_SNAPSHOT = ord("s")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run-digit", description="Read digits with an ONNX model from images, a video file or a camera.",
-        epilog="exit codes: 0 all inputs read, 1 some inputs failed (the rest were read), 2 usage or model error",
+        epilog="exit codes: 0 all inputs read, 1 some inputs failed (the rest were read), 2 usage or model error "
+               "(nothing read), 3 the model failed while reading (what was read before is printed)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", nargs="+", metavar="PATH", help="image files or folders of images")
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto uses CUDA through onnxruntime when a GPU is present")
     g.add_argument("--check-model", nargs="?", const=True, default=False, metavar="REPORT",
                    help="refuse a model whose bytes differ from its export report (default REPORT: beside the model)")
+    g.add_argument("--max-model-pixels", type=int, default=DEFAULT_MAX_MODEL_PIXELS, metavar="N",
+                   help="refuse a model that declares a larger input (width x height, times a fixed batch)")
     g = p.add_argument_group("models without digitpipe metadata (these also override a digitpipe file's)")
     g.add_argument("--mean", help="per-channel mean on the 0..1 pixel scale, e.g. 0.1307 or 0.485,0.456,0.406")
     g.add_argument("--std", help="per-channel std on the 0..1 pixel scale, e.g. 0.3081")
@@ -87,7 +91,7 @@ class Output:
 
 
 def usage_error(message) -> int:
-    print(f"run-digit: error: {message}", file=sys.stderr)
+    print(f"run-digit: error: {first_line(message) if isinstance(message, BaseException) else message}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -95,6 +99,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not 0.0 <= args.min_confidence <= 1.0:
         return usage_error("--min-confidence must be between 0 and 1")
+    if args.max_model_pixels < 1:
+        return usage_error("--max-model-pixels must be at least 1")
     try:
         roi = parse_roi(args.roi) if args.roi else None
         overrides = Overrides(
@@ -108,7 +114,8 @@ def main(argv=None) -> int:
         return usage_error("--save is for --video and --camera")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages, not OpenCV's
     try:
-        model = Model(args.model, args.backend, args.device, overrides=overrides, check_report=args.check_model)
+        model = Model(args.model, args.backend, args.device, overrides=overrides, check_report=args.check_model,
+                      max_input_pixels=args.max_model_pixels)
     except ModelError as exc:
         return usage_error(exc)
     reader = DigitReader(model, args.min_confidence, args.single, roi=roi)
@@ -161,6 +168,9 @@ def read_images(paths: list[str], reader: DigitReader, out: Output, window, args
             out.error(name, f"{name}: {exc}")
             failed += 1
             continue
+        except ModelError as exc:  # the model, not this image: the next would fail alike
+            out.error(name, f"{name}: {first_line(exc)}")
+            return EXIT_MODEL_FAILED
         out.result(name, reading)
         if speaker:
             speaker.say(reading.text)
@@ -192,6 +202,9 @@ def read_stream(args, reader: DigitReader, out: Output, window) -> int:
     except InputError as exc:
         out.error(source.name, f"{source.name}: {exc}")
         return EXIT_INPUT_FAILED
+    except ModelError as exc:  # ends the stream; the frames read before it stand (and are saved)
+        out.error(source.name, f"{source.name}: stopped at frame {source.count - 1}: {first_line(exc)}")
+        return EXIT_MODEL_FAILED
     finally:
         if recorder:
             recorder.close()

@@ -3,10 +3,11 @@ the preprocessing comes from flags, the input name and shape from the graph itse
 Flags also override what a digitpipe file says."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from runtime.errors import ModelError
-from runtime.metadata import FITS, ModelInfo, Preprocess, from_props
+from runtime.metadata import FITS, ModelInfo, Preprocess, check_labels, check_normalisation, from_props
 
 NEEDED = ("the model has no digitpipe metadata: give --mean and --std (0..1 pixel scale, one per input "
           "channel), and --labels, --size, --rgb or --fit where the defaults (class numbers, the graph's "
@@ -100,7 +101,12 @@ def _per_channel(values: tuple[float, ...], channels: int, flag: str) -> tuple[f
 
 
 def _check(info: ModelInfo) -> None:
-    if any(s <= 0 for s in info.preprocess.std):
+    pp = info.preprocess
+    if not all(math.isfinite(v) for v in pp.mean + pp.std):
+        raise ModelError("--mean and --std must be finite numbers")
+    if any(s <= 0 for s in pp.std):
         raise ModelError("--std values must be positive")
-    if info.preprocess.fit not in FITS:
+    check_normalisation(pp.mean, pp.std, "--mean/--std")
+    check_labels(info.labels, "--labels")
+    if pp.fit not in FITS:
         raise ModelError(f"--fit must be one of {FITS}")
