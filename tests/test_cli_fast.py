@@ -269,3 +269,34 @@ def test_save_writes_the_annotated_video(stand_in_model, mnist_test, tmp_path, c
     assert green.sum() > 100, "no boxes drawn in the saved video"
     assert not list(tmp_path.glob(".*part*")), "temporary file left behind"
     assert run_cli(capsys, "--model", str(model), "--image", str(video), "--save", str(saved))[0] == EXIT_USAGE
+
+
+def test_a_fixed_batch_model_reads_any_number_of_digits(stand_in_model, mnist_test, tmp_path, capsys):
+    """A graph fixed to a batch of 4 runs in runs of 4, the last padded: 5 digits take 2 runs."""
+    import onnx
+
+    proto = onnx.load(stand_in_model)
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    for p in proto.metadata_props:
+        if p.key == "input":
+            p.value = json.dumps({**json.loads(p.value), "shape": [4, 1, 28, 28]})
+    fixed = tmp_path / "batch4.onnx"
+    onnx.save(proto, str(fixed))
+    from runtime.model import Model
+
+    assert Model(fixed).info.fixed_batch == 4
+    images, _ = mnist_test
+    path = tmp_path / "five.png"
+    cv2.imwrite(str(path), render_photo([images[i] for i in range(5)], np.random.default_rng(4), gap=(0.3, 0.4)))
+    readings = {}
+    for model in (stand_in_model, str(fixed)):
+        for backend in ("onnxruntime", "opencv"):
+            code, out, err = run_cli(capsys, "--model", model, "--backend", backend, "--json", "--image", str(path))
+            assert code == EXIT_OK, err
+            readings[model, backend] = json_lines(out)[0]["digits"]
+    dynamic = readings[stand_in_model, "onnxruntime"]
+    assert len(dynamic) == 5
+    for digits in readings.values():
+        assert [d["box"] for d in digits] == [d["box"] for d in dynamic]
+        assert all(abs(a["confidence"] - b["confidence"]) < 1e-4 for a, b in zip(digits, dynamic))
