@@ -207,7 +207,7 @@ def training(data_dir: str = "data") -> dict:
             curve = []
 
             def score(epoch, model, elapsed, curve=curve):
-                curve.append({"epoch": epoch, "elapsed_s": elapsed, "test_acc": accuracy(predict(model, test, MNIST, device), test.labels)})
+                curve.append({"epoch": epoch, "elapsed_s": elapsed, "test_acc": accuracy(*predict(model, test, MNIST, device))})
                 print(f"  {name[:7]} epoch {epoch}: test {curve[-1]['test_acc']:.4f} at {elapsed:.0f} s", file=sys.stderr)
 
             cfg = TrainConfig(data_dir=data_dir, out=f"{tmp}/{i}.pt", run_dir=f"{tmp}/{i}", **overrides)

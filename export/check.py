@@ -16,7 +16,7 @@ from pathlib import Path
 from export.verify import FLOAT_MAX_GAP, INT8_MAX_DROP, accuracy_gap, allowed_gap, dataset_parity, open_runtimes
 from runtime.errors import ModelError, first_line
 from train import checkpoint
-from train.data import load_dataset, subset
+from train.data import in_memory, load_dataset, subset
 from train.datasets import DatasetSpec
 
 
@@ -46,7 +46,7 @@ def check(args: argparse.Namespace, log=print) -> dict:
     max_gap = args.max_gap if args.max_gap is not None else allowed_gap(int8)
     spec = DatasetSpec.from_dict(ckpt["dataset"])
     _, test = load_dataset(spec, Path(args.data_dir), log=log)
-    test = subset(test, args.images)
+    test = in_memory(subset(test, args.images))
     log(f"{args.model}: {len(test)} test images through PyTorch, onnxruntime and cv2.dnn")
     parity = dataset_parity(runtimes, checkpoint.model_from_checkpoint(ckpt), spec, test)
     gap = accuracy_gap(parity, int8)

@@ -25,7 +25,7 @@ from runtime.errors import ModelError, first_line
 from runtime.integrity import report_beside
 from runtime.metadata import ModelInfo
 from train import checkpoint
-from train.data import load_dataset, subset
+from train.data import in_memory, load_dataset, subset
 from train.datasets import DatasetSpec
 from train.files import atomic_write_bytes, atomic_write_json
 
@@ -78,14 +78,14 @@ def export_checkpoint(args: argparse.Namespace, log=print) -> dict:
     data = attach_metadata(proto, info).SerializeToString()
 
     train, test = load_dataset(spec, Path(args.data_dir), log=log)
-    test = subset(test, args.verify_images)
+    test = in_memory(subset(test, args.verify_images))
     common = dict(checkpoint=str(ckpt_path), checkpoint_sha256=ckpt_sha, exporter=args.exporter, opset=args.opset,
                   input_shape=list(info.input_shape), versions=info.provenance["versions"])
     log(f"verifying {len(data) / 1e6:.2f} MB ONNX ({args.exporter}, opset {args.opset}) on {len(test)} test images")
     report = install(data, out, lambda path, runtimes: verify_file(path, runtimes, model, spec, test), common)
     if report["passed"] and args.int8:
         log(f"quantizing to INT8 ({QUANT_FORMAT}) with {CALIBRATION_IMAGES} training images")
-        int8 = quantize_int8(data, calibration_blob(train.images, spec))
+        int8 = quantize_int8(data, calibration_blob(train, spec))
         report["int8"] = install(int8, int8_path(out), lambda path, runtimes: verify_int8(path, runtimes, model, spec, test),
                                  dict(common, float32={k: report[k] for k in ("onnx_bytes", "comparisons", "latency")}))
     return report

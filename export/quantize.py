@@ -87,12 +87,12 @@ def int8_path(fp32_path: Path) -> Path:
     return fp32_path.with_name(f"{fp32_path.stem}.int8{fp32_path.suffix}")
 
 
-def calibration_blob(images, spec, count: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
-    """A seeded random sample of training images, as the network sees them at evaluation."""
+def calibration_blob(split, spec, count: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
+    """A seeded random sample of a training split's images, as the network sees them at evaluation."""
     import torch
 
-    from train.data import model_input
+    from train.data import in_memory, model_input
 
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(images), generator=gen)[:count]
-    return model_input(images[idx], spec).numpy()
+    idx = torch.randperm(len(split), generator=gen)[:count]
+    return model_input(in_memory(split.take(idx)).images, spec).numpy()

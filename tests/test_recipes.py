@@ -15,7 +15,7 @@ from export import cli as export_cli
 from runtime.cli import EXIT_OK
 from runtime.cli import main as run_digit
 from train import checkpoint
-from train.data import load_dataset
+from train.data import in_memory, load_dataset
 from train.datasets import CIFAR10, get_spec
 from train.engine import TrainConfig, run
 from train.models import ModelConfig, build_model, load_pretrained
@@ -91,14 +91,37 @@ def test_imagefolder_spec_and_loading(image_folder):
     spec = get_spec(f"imagefolder:{image_folder}", 48)
     assert spec.labels == ("disc", "square") and spec.size == 48 and spec.preprocess.resize_shorter == 55
     lines = []
-    train, val = load_dataset(spec, image_folder, log=lines.append)
+    train, val = load_dataset(spec, image_folder, log=lines.append, loading="memory")
     assert train.images.shape == (120, 3, 55, 55) and len(val) == 40
-    assert any("broken.jpg" in line for line in lines), "the unreadable file is reported"
+    assert sum("broken.jpg" in line for line in lines) == 1, "the unreadable file is reported"
     with pytest.raises(ValueError, match="train/ and val/"):
         get_spec(f"imagefolder:{image_folder / 'train'}")
     from export.quantize import calibration_blob
 
-    assert calibration_blob(train.images, spec, count=8).shape == (8, 3, 48, 48), "INT8 calibrates on the input view"
+    assert calibration_blob(train, spec, count=8).shape == (8, 3, 48, 48), "INT8 calibrates on the input view"
+    with pytest.raises(ValueError, match="--loading stream is for image folders"):
+        load_dataset(get_spec("mnist"), image_folder, loading="stream")
+
+
+def test_imagefolder_streams_the_same_images_and_reports_a_bad_file_once(image_folder):
+    from train.data import batches
+    from train.folder_stream import FolderSplit
+
+    spec = get_spec(f"imagefolder:{image_folder}", 48)
+    memory, _ = load_dataset(spec, image_folder, loading="memory", **QUIET)
+    lines = []
+    streamed, val = load_dataset(spec, image_folder, log=lines.append, workers=2)  # auto: folders stream
+    assert isinstance(streamed, FolderSplit) and isinstance(val, FolderSplit)
+    assert len(streamed) == 121 and len(val) == 40  # listed, nothing decoded yet
+    assert not any("broken.jpg" in line for line in lines)
+    for epoch in range(3):  # a shuffled pass each epoch, through the same persistent workers
+        got = list(batches(streamed, 16, torch.randperm(121, generator=torch.Generator().manual_seed(epoch))))
+        assert sum(len(y) for _, y in got) == 120
+    assert sum("broken.jpg" in line for line in lines) == 1, "reported once, not once per epoch"
+    images, labels = zip(*batches(streamed, 32))  # stored order: exactly what the in-memory path decodes
+    assert torch.equal(torch.cat(images), memory.images) and torch.equal(torch.cat(labels), memory.labels)
+    assert torch.equal(streamed.images_at([0, 119]), memory.images[[0, 119]])
+    assert torch.equal(in_memory(streamed).images, memory.images)
 
 
 @pytest.mark.slow
@@ -261,3 +284,36 @@ def test_torchrun_two_processes_gloo(tmp_path):
     steps = checkpoint.load(tmp_path / "run" / "last.pt")["scheduler_state"]["_step_count"]
     # Epoch 1: the 2,000 digits; epoch 2: also one generated non-digit for every ten digits.
     assert steps - 1 == -(-(2000 // 2) // 128) + -(-(2200 // 2) // 128), "each rank took half the images per epoch"
+
+
+@pytest.mark.slow
+def test_a_streamed_folder_run_resumes_exactly(image_folder, tmp_path):
+    """Stopped after epoch 1 and resumed (with another worker count) = run straight through."""
+    def cfg(name, workers):
+        return TrainConfig(dataset=f"imagefolder:{image_folder}", image_size=32, arch="cifarnet", epochs=2, batch_size=16,
+                           val_size=20, workers=workers, seed=SEED, out=str(tmp_path / name / "m.pt"),
+                           run_dir=str(tmp_path / name))
+
+    straight = run(cfg("a", 2), **QUIET)
+    assert run(cfg("b", 2), stop_after=1, **QUIET)["stopped_at"] == 1
+    resumed = run(cfg("b", 0), resume=True, **QUIET)
+    assert resumed["test_acc"] == straight["test_acc"] and resumed["history"][-1]["val_acc"] == straight["history"][-1]["val_acc"]
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model_state"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_streams_a_folder_each_rank_its_share(image_folder, tmp_path):
+    """Under torchrun each rank streams its DistributedSampler share through its own DataLoader."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+           "--dataset", f"imagefolder:{image_folder}", "--image-size", "32", "--arch", "cifarnet", "--epochs", "1",
+           "--batch-size", "8", "--val-size", "21", "--workers", "1", "--out", str(tmp_path / "m.pt"),
+           "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "streaming 121 + 40 image files" in done.stdout and "x 2 processes" in done.stdout
+    assert done.stdout.count("skipped") <= 1  # the broken file: by the rank whose share held it, once
+    steps = checkpoint.load(tmp_path / "run" / "last.pt")["scheduler_state"]["_step_count"]
+    assert steps - 1 == -(-(100 // 2) // 8), "each rank took half of the 100 training files"

@@ -1,7 +1,8 @@
-"""Datasets held as uint8 tensors in memory, batched without a DataLoader.
+"""Datasets as uint8 tensors in memory, batched by indexing; image folders streamed from disk.
 
 MNIST-sized data fits in a few MB, so indexing a tensor beats worker processes by far,
-and the same code path runs on the GPU when there is one.
+and the same code path runs on the GPU when there is one. A folder of photos does not fit:
+it streams through a DataLoader (train/folder_stream.py) behind the same interface.
 """
 from __future__ import annotations
 
@@ -32,9 +33,29 @@ class Split:
     def to(self, device) -> "Split":
         return Split(self.images.to(device), self.labels.to(device))
 
+    def batches(self, batch_size: int, order: torch.Tensor | None = None):
+        """Yield (images, labels) in the given index order (default: as stored)."""
+        order = torch.arange(len(self)) if order is None else order
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size].to(self.labels.device)
+            yield self.images[index], self.labels[index]
 
-def load_dataset(spec: DatasetSpec, root: Path, log=print) -> tuple[Split, Split]:
-    """(train, test) splits for a dataset spec; for an image folder, test is its val/ folder."""
+    def images_at(self, positions) -> torch.Tensor:
+        return self.images[positions]
+
+
+LOADINGS = ("auto", "memory", "stream")  # auto: image folders stream, the built-in datasets sit in memory
+
+
+def load_dataset(spec: DatasetSpec, root: Path, log=print, loading: str = "auto", workers: int | None = None):
+    """(train, test) splits for a dataset spec; for an image folder, test is its val/ folder,
+    streamed from disk unless loading is "memory" (then decoded into memory first)."""
+    if loading not in LOADINGS:
+        raise ValueError(f"unknown loading {loading!r}; choose from {', '.join(LOADINGS)}")
+    if spec.name == "imagefolder" and loading != "memory":
+        return _streamed_folder(spec, log, workers)
+    if loading == "stream":
+        raise ValueError(f"--loading stream is for image folders; {spec.name} is read into memory")
     if spec.name == "mnist":
         from torchvision.datasets import MNIST
 
@@ -78,6 +99,11 @@ def subset(split: Split, count: int | None) -> Split:
     return split if not count or count >= len(split) else split.take(torch.arange(count))
 
 
+def in_memory(split) -> Split:
+    """A split's images in memory: a streamed folder split decoded (its readable files)."""
+    return split if isinstance(split, Split) else split.materialize()
+
+
 def normalize(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
     """uint8 (or 0..1 float) images -> the network's input, per the dataset spec."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images
@@ -104,9 +130,21 @@ def training_input(images: torch.Tensor, spec: DatasetSpec, augment: bool) -> to
     return normalize(augment_batch(images.float() / 255.0, spec), spec)
 
 
-def batches(split: Split, batch_size: int, order: torch.Tensor | None = None):
-    """Yield (images, labels) in the given index order (default: as stored)."""
-    order = torch.arange(len(split)) if order is None else order
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size].to(split.labels.device)
-        yield split.images[index], split.labels[index]
+def batches(split, batch_size: int, order: torch.Tensor | None = None):
+    """Yield (images, labels) of a Split or FolderSplit in the given index order (default: as
+    stored); a streamed split leaves out the files it cannot read."""
+    return split.batches(batch_size, order)
+
+
+def _streamed_folder(spec: DatasetSpec, log, workers: int | None):
+    from train.folder_stream import FolderSplit, default_workers
+
+    splits = []
+    for part in ("train", "val"):
+        paths, targets = sources.list_image_folder(Path(spec.source) / part, spec.labels)
+        if not paths:
+            raise sources.DataUnavailable(f"{Path(spec.source) / part}: no image files in {', '.join(spec.labels)}")
+        splits.append(FolderSplit(paths, torch.from_numpy(targets), spec.preprocess.resize_shorter,
+                                  default_workers() if workers is None else workers, log=log))
+    log(f"data: streaming {len(splits[0])} + {len(splits[1])} image files with {splits[0].workers} loader workers")
+    return tuple(splits)

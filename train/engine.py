@@ -41,6 +41,8 @@ class TrainConfig:
     weights: str = ""  # ImageNet state_dict file for resnets
     freeze_epochs: int = 0  # with weights: train only the new head for this many epochs first
     image_size: int = 0  # imagefolder input side (0 = 224)
+    loading: str = "auto"  # auto | memory | stream: how image folders reach training (train/data.py)
+    workers: int = -1  # loader processes for streamed folders (-1 = one per core)
     tensorboard: bool = False
     val_size: int = 5000
     train_subset: int = 0  # 0 = all; small numbers make quick test runs
@@ -110,14 +112,18 @@ def make_schedule(cfg: TrainConfig, optimizer, epoch_steps: list[int]):
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, split: Split, spec: DatasetSpec, device, batch_size: int = 1000) -> torch.Tensor:
-    """Logits for every image of a split, in order, on the evaluation view (centre crop)."""
+def predict(model: torch.nn.Module, split, spec: DatasetSpec, device, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) for every image of a split, in order, on the evaluation view (centre
+    crop); a streamed split's unreadable files are left out of both."""
     model.eval()
-    out = []
-    for images, _ in batches(split, batch_size):
+    out, labels = [], []
+    for images, y in batches(split, batch_size):
         x = model_input(images.to(device), spec).contiguous(memory_format=torch.channels_last)
         out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, len(spec.labels))
+        labels.append(y.cpu())
+    if not out:
+        return torch.empty(0, len(spec.labels)), torch.empty(0, dtype=torch.long)
+    return torch.cat(out), torch.cat(labels)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -177,11 +183,11 @@ def _train(cfg: TrainConfig, device, resume: bool, log, stop_after, on_epoch, in
         if epoch == first_epoch or epoch == cfg.freeze_epochs + 1:  # a new stage: (un)freeze, then wrap for DDP
             net = _start_stage(state.model, epoch, cfg, device, log)
         train_loss, train_acc = train_one_epoch(net, state, data, spec, cfg, epoch, device, interrupt, main)
-        val_logits = predict(state.evaluated, data.val, spec, device)
-        val_acc = distributed.from_main(accuracy(val_logits, data.val.labels), device)
+        val_logits, val_labels = predict(state.evaluated, data.val, spec, device)
+        val_acc = distributed.from_main(accuracy(val_logits, val_labels), device)
         elapsed = time.perf_counter() - t0
         state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                              "val_loss": F.cross_entropy(val_logits, data.val.labels.cpu()).item(), "val_acc": val_acc,
+                              "val_loss": F.cross_entropy(val_logits, val_labels).item(), "val_acc": val_acc,
                               "lr": state.scheduler.get_last_lr()[0], "elapsed_s": elapsed})
         improved = val_acc > state.best_val
         state.epoch, state.best_val = epoch, max(val_acc, state.best_val)
@@ -235,7 +241,8 @@ class TrainingData:
 
 
 def _load_data(cfg: TrainConfig, spec: DatasetSpec, device, log) -> TrainingData:
-    full_train, test = load_dataset(spec, Path(cfg.data_dir), log=log)
+    full_train, test = load_dataset(spec, Path(cfg.data_dir), log=log, loading=cfg.loading,
+                                    workers=None if cfg.workers < 0 else cfg.workers)
     train, val = split_validation(full_train, min(cfg.val_size, len(full_train) // 10 or 1), cfg.seed)
     train, test = subset(train, cfg.train_subset), subset(test, cfg.test_subset)
     # Generated non-digits sit at the end of the training split and join from epoch 2:
@@ -291,7 +298,7 @@ class TrainState:
 
     def restore(self, path: Path, cfg: TrainConfig, device) -> None:
         saved = checkpoint.load(path)
-        if saved["train_config"] != asdict(cfg):
+        if _settings(saved["train_config"]) != _settings(asdict(cfg)):
             raise ValueError(f"{path} was written with other settings; resume with the same arguments")
         self.model.load_state_dict(saved["model_state"])
         if self.ema is not None:
@@ -304,6 +311,11 @@ class TrainState:
         if device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"])
         self.epoch, self.best_val, self.history = saved["epoch"], saved["best_val"], saved["history"]
+
+
+def _settings(config: dict) -> dict:
+    """What decides a run's results: not how many processes load its images."""
+    return {k: v for k, v in config.items() if k != "workers"}
 
 
 def amp_dtype(device) -> torch.dtype | None:
@@ -334,6 +346,7 @@ def train_one_epoch(net: torch.nn.Module, state: TrainState, data: TrainingData,
                desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, mininterval=1.0)
     for images, labels in bar:
         interrupt.check()
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)  # streamed batches
         x = training_input(images, spec, cfg.augment).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = net(x)
@@ -358,7 +371,7 @@ def _rejection_report(model, spec: DatasetSpec, test: Split, test_logits: torch.
     """How often the reject class is chosen: on non-digit ink generated with another seed
     (pairs from test digits), and on the test digits (each one a digit lost)."""
     fresh = negatives_split(2000, spec, seed + 1, test)
-    return {"generated_rejected": accuracy(predict(model, fresh, spec, device), fresh.labels), "generated_images": len(fresh),
+    return {"generated_rejected": accuracy(*predict(model, fresh, spec, device)), "generated_images": len(fresh),
             "test_digits_rejected": (test_logits.argmax(1) == spec.labels.index(spec.reject)).float().mean().item()}
 
 
@@ -366,10 +379,10 @@ def _finish(cfg: TrainConfig, spec: DatasetSpec, test: Split, device, history: l
     """Score the best checkpoint on the test set; record it in the checkpoint, metrics.json and plots."""
     best = checkpoint.load(Path(cfg.out))
     model = checkpoint.model_from_checkpoint(best).to(device).to(memory_format=torch.channels_last)
-    logits = predict(model, test, spec, device)
-    test_acc = accuracy(logits, test.labels)
-    report = class_report(logits, test.labels, spec.labels)
-    best["metrics"].update(test_acc=test_acc, test_images=len(test), train_time_s=history[-1]["elapsed_s"])
+    logits, test_labels = predict(model, test, spec, device)
+    test_acc = accuracy(logits, test_labels)
+    report = class_report(logits, test_labels, spec.labels)
+    best["metrics"].update(test_acc=test_acc, test_images=len(test_labels), train_time_s=history[-1]["elapsed_s"])
     checkpoint.save(Path(cfg.out), {k: v for k, v in best.items() if k != "format"})
     summary = {"config": asdict(cfg), "history": history, "best_epoch": best["metrics"]["epoch"],
                "val_acc": best["metrics"]["val_acc"], "test_acc": test_acc,
@@ -382,12 +395,12 @@ def _finish(cfg: TrainConfig, spec: DatasetSpec, test: Split, device, history: l
     atomic_write_json(run_dir / "metrics.json", summary)
     plots.confusion(report["confusion_matrix"], spec.labels, run_dir / "confusion.png")
     preds = logits.argmax(1).numpy()
-    labels = test.labels.cpu().numpy()
+    labels = test_labels.numpy()
     wrong = np.flatnonzero(preds != labels)[:12]
     shown = np.sort(np.concatenate([wrong, np.setdiff1d(np.arange(min(len(labels), 36)), wrong)[: 36 - len(wrong)]]))
-    plots.prediction_grid(center_crop(test.images[shown].cpu(), spec.size).numpy(), labels[shown], preds[shown],
+    plots.prediction_grid(center_crop(test.images_at(shown).cpu(), spec.size).numpy(), labels[shown], preds[shown],
                           spec.labels, run_dir / "predictions.png")
-    log(f"test accuracy {test_acc:.4f} on {len(test)} images (best epoch {summary['best_epoch']}, "
+    log(f"test accuracy {test_acc:.4f} on {len(test_labels)} images (best epoch {summary['best_epoch']}, "
         f"{summary['train_time_s']:.0f} s of training) -> {cfg.out}; plots in {run_dir}")
     return summary
 

@@ -90,25 +90,41 @@ def load_cifar10(root: Path, log=print):
     return (np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])), test
 
 
-def load_image_folder(folder: Path, labels: tuple[str, ...], side: int, log=print):
-    """(N x 3 x side x side uint8 RGB, labels) for folder/<class>/*; unreadable files are reported and skipped."""
-    from runtime.errors import InputError
-    from runtime.imageio import IMAGE_EXTENSIONS, read_image
+def prepare_folder_image(image: np.ndarray, side: int) -> np.ndarray:
+    """A photo as run-digit reads it -> 3 x side x side uint8 RGB: the shorter side scaled to
+    side, the centre cropped (the runtime's own functions), as image folders are stored."""
     from runtime.preprocess import center_crop, fit_shorter_side
 
-    images, targets, skipped = [], [], []
+    image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(center_crop(fit_shorter_side(image, side), side, side).transpose(2, 0, 1))
+
+
+def list_image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """(paths, class indices) of folder/<class>/** image files, sorted: nothing is decoded."""
+    from runtime.imageio import IMAGE_EXTENSIONS
+
+    paths, targets = [], []
     for index, name in enumerate(labels):
-        for path in sorted(p for p in (Path(folder) / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
-            try:
-                image = read_image(path)
-            except InputError as exc:
-                skipped.append(str(exc))
-                continue
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            images.append(center_crop(fit_shorter_side(image, side), side, side).transpose(2, 0, 1))
-            targets.append(index)
-    for line in skipped:
-        log(f"skipped {line}")
+        found = sorted(str(p) for p in (Path(folder) / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        paths += found
+        targets += [index] * len(found)
+    return paths, np.asarray(targets, dtype=np.int64)
+
+
+def load_image_folder(folder: Path, labels: tuple[str, ...], side: int, log=print):
+    """(N x 3 x side x side uint8 RGB, labels) for folder/<class>/*, decoded into memory;
+    unreadable files are reported and skipped."""
+    from runtime.errors import InputError
+    from runtime.imageio import read_image
+
+    images, targets = [], []
+    paths, classes = list_image_folder(folder, labels)
+    for path, target in zip(paths, classes):
+        try:
+            images.append(prepare_folder_image(read_image(path), side))
+            targets.append(target)
+        except InputError as exc:
+            log(f"skipped {exc}")
     if not images:
         raise DataUnavailable(f"{folder}: no readable images in {', '.join(labels)}")
     return np.stack(images), np.asarray(targets, dtype=np.int64)
