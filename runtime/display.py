@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 import cv2
@@ -13,11 +14,39 @@ WINDOW_TITLE = "run-digit"
 GREEN, BLACK, WHITE, YELLOW = (60, 200, 60), (0, 0, 0), (255, 255, 255), (0, 220, 255)
 
 
-def display_available() -> bool:
-    """Opening a window without a display kills the process on Linux: check first."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+def _connect_unix(path: str) -> None:
+    """Connect to a local X server: its abstract socket (Linux), else the socket file."""
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect("\0" + path)
+            return
+        except OSError:
+            pass
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+
+
+def display_problem() -> str | None:
+    """Why no window can open here, or None. On Linux, OpenCV's Qt aborts the whole process
+    when it cannot reach the display (no DISPLAY, a stale one after ssh, an X server still
+    starting), so the X server is checked first: a connection to its socket, no traffic."""
+    if not sys.platform.startswith("linux"):
+        return None
+    display = os.environ.get("DISPLAY", "")
+    if not display:
+        return "no display" if not os.environ.get("WAYLAND_DISPLAY") else None
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        return f"DISPLAY={display!r} is not a display name"
+    try:
+        if host in ("", "unix"):
+            _connect_unix(f"/tmp/.X11-unix/X{number}")
+        else:
+            socket.create_connection((host, 6000 + int(number)), timeout=1.0).close()
+    except OSError as exc:
+        return f"cannot connect to display {display} ({exc.strerror or exc})"
+    return None
 
 
 def annotate(image: np.ndarray, reading: Reading, status: str = "", roi=None, fit: bool = True) -> np.ndarray:

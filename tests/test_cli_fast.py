@@ -300,3 +300,20 @@ def test_a_fixed_batch_model_reads_any_number_of_digits(stand_in_model, mnist_te
     for digits in readings.values():
         assert [d["box"] for d in digits] == [d["box"] for d in dynamic]
         assert all(abs(a["confidence"] - b["confidence"]) < 1e-4 for a, b in zip(digits, dynamic))
+
+
+def test_an_unreachable_display_reads_without_a_window(stand_in_model, samples, monkeypatch):
+    """A DISPLAY that no X server answers (stale after ssh, still starting) made OpenCV's Qt
+    abort the process; now: one warning, and the reading."""
+    from runtime.display import display_problem
+
+    for value, problem in (("", "no display"), ("nonsense", "is not a display name"), (":987", "cannot connect to display :987")):
+        monkeypatch.setenv("DISPLAY", value)
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        assert problem in display_problem()
+    tile, label = samples["tiles"][0]
+    env = {**os.environ, "DISPLAY": ":987", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "runtime", "--model", stand_in_model, "--image", str(tile)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == EXIT_OK and done.stdout.startswith(f"{tile}: {label}")
+    assert done.stderr == "run-digit: warning: no window (cannot connect to display :987 (No such file or directory))\n"

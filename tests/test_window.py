@@ -1,5 +1,6 @@
 """A real window under Xvfb: run-digit shows the photo with its reading drawn on it."""
 import os
+import select
 import subprocess
 import sys
 import time
@@ -30,14 +31,23 @@ def read_xwd(data: bytes) -> np.ndarray:
 
 @pytest.fixture
 def xvfb():
+    """A fresh X server on a free display, yielded once it accepts connections: Xvfb picks the
+    display and writes its number to -displayfd when ready (a fixed sleep was not enough on a
+    busy machine, and a fixed number can collide with another server)."""
     require("Xvfb", "xwd", "xdotool")
-    display = f":{90 + os.getpid() % 500}"
-    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    yield display
-    server.terminate()
-    server.wait(5)
+    read_end, write_end = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                              pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 60)
+        number = os.read(read_end, 32).decode().strip() if ready else ""
+        assert number.isdigit(), f"Xvfb did not start (exit {server.poll()})"
+        yield f":{number}"
+    finally:
+        os.close(read_end)
+        server.terminate()
+        server.wait(5)
 
 
 def wait_for_window(env: dict, proc, search: list[str], timeout: float = 30.0) -> str:
@@ -47,7 +57,7 @@ def wait_for_window(env: dict, proc, search: list[str], timeout: float = 30.0) -
         found = subprocess.run(["xdotool", "search", *search], env=env, capture_output=True, text=True).stdout.strip()
         if found:
             return found
-        assert proc.poll() is None, f"run-digit exited ({proc.returncode}) before its window appeared"
+        assert proc.poll() is None, f"run-digit exited ({proc.returncode}) before its window appeared: {proc.stderr.read()[-1500:]}"
         time.sleep(0.2)
     raise AssertionError(f"no run-digit window appeared in {timeout:.0f} s")
 
