@@ -110,7 +110,7 @@ def test_imagefolder_streams_the_same_images_and_reports_a_bad_file_once(image_f
     spec = get_spec(f"imagefolder:{image_folder}", 48)
     memory, _ = load_dataset(spec, image_folder, loading="memory", **QUIET)
     lines = []
-    streamed, val = load_dataset(spec, image_folder, log=lines.append, workers=2)  # auto: folders stream
+    streamed, val = load_dataset(spec, image_folder, log=lines.append, loading="stream", workers=2)
     assert isinstance(streamed, FolderSplit) and isinstance(val, FolderSplit)
     assert len(streamed) == 121 and len(val) == 40  # listed, nothing decoded yet
     assert not any("broken.jpg" in line for line in lines)
@@ -122,6 +122,16 @@ def test_imagefolder_streams_the_same_images_and_reports_a_bad_file_once(image_f
     assert torch.equal(torch.cat(images), memory.images) and torch.equal(torch.cat(labels), memory.labels)
     assert torch.equal(streamed.images_at([0, 119]), memory.images[[0, 119]])
     assert torch.equal(in_memory(streamed).images, memory.images)
+
+
+def test_auto_loading_streams_a_folder_too_big_for_memory(image_folder, monkeypatch):
+    import train.data
+    from train.folder_stream import FolderSplit
+
+    spec = get_spec(f"imagefolder:{image_folder}", 48)  # 161 files x 3 x 55 x 55 bytes = 1.46 MB decoded
+    assert not isinstance(load_dataset(spec, image_folder, **QUIET)[0], FolderSplit)
+    monkeypatch.setattr(train.data, "MEMORY_BUDGET", 1_000_000)
+    assert isinstance(load_dataset(spec, image_folder, **QUIET)[0], FolderSplit)
 
 
 @pytest.mark.slow
@@ -175,7 +185,8 @@ def test_imagefolder_transfer_learning_freezes_then_fine_tunes(image_folder, tmp
     # level tried (seeds 0-3; avx512, avx2, default, one thread) scored 97.5-100% (floor 80%).
     cfg = TrainConfig(dataset=f"imagefolder:{image_folder}", image_size=64, arch="resnet18", weights=str(weights),
                       freeze_epochs=1, epochs=5, batch_size=8, optimizer="sgd", schedule="constant", lr=0.01,
-                      weight_decay=0.0, ema=0.0, seed=SEED, out=str(tmp_path / "r.pt"), run_dir=str(tmp_path / "run"))
+                      weight_decay=0.0, ema=0.0, seed=SEED, loading="stream", out=str(tmp_path / "r.pt"),
+                      run_dir=str(tmp_path / "run"))
     summary = run(cfg, on_epoch=snapshot, **QUIET)
     w = "layer1.0.conv1.weight"
     assert torch.equal(snapshots[1][w], pretrained[w]), "the backbone moved while frozen"
@@ -291,7 +302,7 @@ def test_a_streamed_folder_run_resumes_exactly(image_folder, tmp_path):
     """Stopped after epoch 1 and resumed (with another worker count) = run straight through."""
     def cfg(name, workers):
         return TrainConfig(dataset=f"imagefolder:{image_folder}", image_size=32, arch="cifarnet", epochs=2, batch_size=16,
-                           val_size=20, workers=workers, seed=SEED, out=str(tmp_path / name / "m.pt"),
+                           val_size=20, loading="stream", workers=workers, seed=SEED, out=str(tmp_path / name / "m.pt"),
                            run_dir=str(tmp_path / name))
 
     straight = run(cfg("a", 2), **QUIET)
@@ -309,7 +320,7 @@ def test_torchrun_streams_a_folder_each_rank_its_share(image_folder, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
            "--dataset", f"imagefolder:{image_folder}", "--image-size", "32", "--arch", "cifarnet", "--epochs", "1",
-           "--batch-size", "8", "--val-size", "21", "--workers", "1", "--out", str(tmp_path / "m.pt"),
+           "--batch-size", "8", "--val-size", "21", "--loading", "stream", "--workers", "1", "--out", str(tmp_path / "m.pt"),
            "--run-dir", str(tmp_path / "run")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]

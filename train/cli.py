@@ -21,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-size", type=int, default=D.image_size, help="imagefolder input side (0 = 224)")
     g.add_argument("--data-dir", default=D.data_dir, help="where datasets are found or fetched to")
     g.add_argument("--loading", default=D.loading, choices=["auto", "memory", "stream"],
-                   help="auto: image folders stream from disk through DataLoader workers, the built-in datasets "
-                        "sit in memory; memory decodes a folder into memory first (small folders); stream is for folders")
+                   help="image folders: stream from disk through DataLoader workers, or decode into memory first; "
+                        "auto streams a folder that would take more than 512 MB decoded (built-in datasets: memory)")
     g.add_argument("--workers", type=int, default=D.workers,
                    help="DataLoader worker processes for a streamed folder (-1 = one per core, 0 = load in this process)")
     g.add_argument("--val-size", type=int, default=D.val_size, help="validation images held out of train")
