@@ -65,18 +65,30 @@ def annotate(image: np.ndarray, reading: Reading, status: str = "", roi=None, fi
     for d in reading.digits:
         x, y, bw, bh = (round(v * scale) for v in d.box)
         cv2.rectangle(frame, (x, y), (x + bw, y + bh), GREEN, thick)
-        _label(frame, f"{d.label} {d.confidence:.0%}", (x, max(y - 4, 12)), 0.5 * thick, thick)
+        label(frame, f"{d.label} {d.confidence:.0%}", (x, y - 2 * thick), 0.5 * thick, thick, fill=GREEN, ink=BLACK)
     headline = f"read: {reading.text or 'no digit'}"
-    (_, text_h), _ = cv2.getTextSize(headline, cv2.FONT_HERSHEY_SIMPLEX, 0.7 * thick, thick)
-    _label(frame, headline, (8, 8 + text_h), 0.7 * thick, thick)
+    (_, text_h), _ = cv2.getTextSize(headline, FONT, 0.7 * thick, thick)
+    label(frame, headline, (8, 8 + text_h), 0.7 * thick, thick)
     if status:
-        _label(frame, status, (8, frame.shape[0] - 8), 0.5 * thick, thick)
+        label(frame, status, (8, frame.shape[0] - 8), 0.5 * thick, thick)
     return frame
 
 
-def _label(frame: np.ndarray, text: str, org, size: float, thick: int) -> None:
-    cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, BLACK, thick + 2, cv2.LINE_AA)
-    cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, WHITE, thick, cv2.LINE_AA)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def label(frame: np.ndarray, text: str, org, size: float, thick: int, fill=BLACK, ink=WHITE) -> tuple:
+    """Text on a filled box, as detection tools draw labels: readable on light and dark paper
+    alike (outlined white text vanished on white paper). Kept inside the frame; returns the
+    box (x0, y0, x1, y1)."""
+    (tw, th), base = cv2.getTextSize(text, FONT, size, thick)
+    pad = thick + 1
+    x = int(min(max(org[0], pad), max(pad, frame.shape[1] - tw - pad)))
+    y = int(min(max(org[1], th + pad), max(th + pad, frame.shape[0] - base - pad)))
+    box = (x - pad, y - th - pad, x + tw + pad, y + base + pad)
+    cv2.rectangle(frame, box[:2], box[2:], fill, -1)
+    cv2.putText(frame, text, (x, y), FONT, size, ink, thick, cv2.LINE_AA)
+    return box
 
 
 class Window:

@@ -317,3 +317,23 @@ def test_an_unreachable_display_reads_without_a_window(stand_in_model, samples, 
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == EXIT_OK and done.stdout.startswith(f"{tile}: {label}")
     assert done.stderr == "run-digit: warning: no window (cannot connect to display :987 (No such file or directory))\n"
+
+
+def test_labels_stay_readable_on_light_and_dark_paper():
+    """Every label sits on a filled box (text and box contrast strongly whatever the paper),
+    inside the frame even for a digit at its top edge."""
+    from runtime.display import BLACK, GREEN, annotate, label
+    from runtime.reader import Digit, Reading
+
+    for paper in (255, 0):
+        for fill, ink, org in ((GREEN, BLACK, (300, -4)), (BLACK, (255, 255, 255), (8, 30))):
+            frame = np.full((480, 640, 3), paper, np.uint8)
+            x0, y0, x1, y1 = label(frame, "7 97%", org, 0.5, 1, fill=fill, ink=ink)
+            assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+            box = frame[y0:y1, x0:x1]
+            is_fill = np.all(box == fill, axis=2).mean()
+            is_ink = (np.abs(box.astype(int) - np.array(ink)).sum(axis=2) < 100).mean()
+            assert is_fill > 0.5 and is_ink > 0.05, (paper, fill, is_fill, is_ink)
+        reading = Reading([Digit("7", 0.97, (300, 0, 40, 60))], {"locate": 1.0, "infer": 0.1})
+        shown = annotate(np.full((480, 640, 3), paper, np.uint8), reading)
+        assert np.all(shown[10:24, 10:60] == BLACK, axis=2).mean() > 0.5  # the headline's box, on any paper
