@@ -10,11 +10,10 @@ import cv2
 import numpy as np
 
 
-def render_photo(tiles: list[np.ndarray], rng: np.random.Generator, size=(640, 480),
-                 digit_height: float | None = None, tint=True, jpeg_quality: int | None = 85,
-                 gap=(0.05, 0.25)) -> np.ndarray:
-    """A BGR photo of the tiles written left to right on paper; gap is a share of the digit
-    height between neighbours (negative: they touch)."""
+def layout_ink(tiles: list[np.ndarray], rng: np.random.Generator, size=(640, 480),
+               digit_height: float | None = None, gap=(0.05, 0.25)) -> tuple[np.ndarray, list[tuple]]:
+    """(ink coverage 0..1 as an h x w float32 image, each tile's box (x, y, w, h)): the tiles
+    written left to right at a random height, place and spacing."""
     w, h = size
     dh = int(digit_height or rng.uniform(0.25, 0.5) * h)
     gap = int(dh * rng.uniform(*gap))
@@ -31,12 +30,24 @@ def render_photo(tiles: list[np.ndarray], rng: np.random.Generator, size=(640, 4
     x = int(rng.uniform(0.05 * w, max(0.05 * w + 1, w - total_w - 0.05 * w)))
     tallest = max(c.shape[0] for c in cells)
     row_y = rng.uniform(0.05 * h, max(0.05 * h + 1, h - 1.1 * tallest - 0.05 * h))
+    boxes = []
     for c in cells:
         ch, cw = c.shape
         y = int(np.clip(row_y + rng.normal(0, 0.04 * tallest), 0, h - ch))
         ink[y : y + ch, x : x + cw] = np.maximum(ink[y : y + ch, x : x + cw], c.astype(np.float32) / 255)
+        boxes.append((x, y, cw, ch))
         x += cw + gap
     ink[ink < 0.08] = 0  # cubic resampling rings faintly around each cell
+    return ink, boxes
+
+
+def render_photo(tiles: list[np.ndarray], rng: np.random.Generator, size=(640, 480),
+                 digit_height: float | None = None, tint=True, jpeg_quality: int | None = 85,
+                 gap=(0.05, 0.25)) -> np.ndarray:
+    """A BGR photo of the tiles written left to right on paper; gap is a share of the digit
+    height between neighbours (negative: they touch)."""
+    w, h = size
+    ink, _ = layout_ink(tiles, rng, size, digit_height, gap)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     gradient = (np.cos(angle) * xx / w + np.sin(angle) * yy / h) * rng.uniform(20, 70)

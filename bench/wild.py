@@ -11,6 +11,9 @@ Generated here from data the model never trained on, seeded, in memory:
   faces   the 100 photographed faces of scikit-image's LFW sample, enlarged: must read ""
   photos  scikit-image's sample photographs (people, a cat, coins, gravel, a rocket, a page
           of text, ...), whole and cropped: must read ""
+and the everyday scene families of bench/scenes.py, 1-4 MNIST test digits each: ruled
+notebook paper, squared paper, form boxes, a hard-edged shadow, dim light, glare, coloured
+ink on coloured paper, the page at an angle on a desk (each kind "scene:<family>").
 The model's "no digit" class was trained on other generated families (train/negatives.py);
 none of these images.
 Beside run-digit's reader, the classic approach (the whole frame resized to 28x28) runs on
@@ -29,6 +32,7 @@ import cv2
 import numpy as np
 
 from bench.photos import render_photo
+from bench.scenes import FAMILIES, render_scene
 
 HERSHEY = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
            cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX]
@@ -146,6 +150,12 @@ def wild_set(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, s
     sets["faces"] = [(photo_view(cv2.cvtColor(faces[k % len(faces)], cv2.COLOR_GRAY2BGR), rng, int(rng.integers(200, 481)), crop=False), "")
                      for k in range(min(count, len(faces)))]
     sets["photos"] = [(photo_view(photos[k % len(photos)], rng), "") for k in range(count)]
+    scene_rng = np.random.default_rng(seed + 1)  # its own stream: the kinds above stay as they were
+    for family in FAMILIES:
+        items = sets[f"scene:{family}"] = []
+        for _ in range(count):
+            idx = scene_rng.choice(len(images), int(scene_rng.integers(1, 5)), replace=False)
+            items.append((render_scene(family, [images[k] for k in idx], scene_rng), "".join(str(labels[k]) for k in idx)))
     return sets
 
 
@@ -160,11 +170,12 @@ def classic_read(model, photo: np.ndarray) -> str:
     return model.labels[digits[int(np.argmax(logits[digits]))]]
 
 
-def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8)) -> dict:
+def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8), gallery: Path | None = None,
+             only: str = "") -> dict:
     from runtime.model import Model
-    from runtime.reader import DigitReader
+    from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader
 
-    sets = wild_set(count)
+    sets = {k: v for k, v in wild_set(count).items() if k.startswith(only)}
     model = Model(model_path, device="cpu")
     reader = DigitReader(model, min_confidence=0.0)  # thresholds are applied below, per column
     results = {}
@@ -176,7 +187,28 @@ def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7,
                 "".join(d.label for d in r.digits if d.confidence >= t) == text for r, text in readings]))
         row["classic_exact"] = float(np.mean([classic_read(model, p) == text for p, text in items]))
         results[kind] = row
+        if gallery is not None:
+            write_failures(gallery / kind.replace(":", "-"), items, [r for r, _ in readings], DEFAULT_MIN_CONFIDENCE)
     return results
+
+
+def write_failures(folder: Path, items, readings, threshold: float) -> int:
+    """Each photo read wrong at the default threshold, with the boxes found and a caption
+    "truth | read", as numbered JPEGs a person can flip through."""
+    from runtime.display import annotate, label
+    from runtime.reader import Reading
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for n, ((photo, truth), reading) in enumerate(zip(items, readings)):
+        shown = Reading([d for d in reading.digits if d.confidence >= threshold], reading.ms)
+        if shown.text == truth:
+            continue
+        frame = annotate(photo, shown)
+        label(frame, f"truth: {truth or 'none'}   read: {shown.text or 'none'}", (8, frame.shape[0] - 10), 0.7, 2)
+        cv2.imwrite(str(folder / f"{n:04d}-truth-{truth or 'none'}-read-{shown.text or 'none'}.jpg"), frame)
+        written += 1
+    return written
 
 
 def main(argv=None) -> int:
@@ -186,9 +218,13 @@ def main(argv=None) -> int:
     p.add_argument("--count", type=int, default=300, help="photos per kind")
     p.add_argument("--out", default="artifacts/wild.json")
     p.add_argument("--save-examples", metavar="DIR", help="also write the first 5 photos of each kind here")
+    p.add_argument("--gallery", metavar="DIR", type=Path,
+                   help="write every photo read wrong (at the default --min-confidence) to DIR/<kind>/, with the "
+                        "boxes found and the reading against the truth")
+    p.add_argument("--only", metavar="PREFIX", default="", help="evaluate only kinds starting with this (e.g. scene:)")
     args = p.parse_args(argv)
     t = time.perf_counter()
-    results = evaluate(args.model, args.count)
+    results = evaluate(args.model, args.count, gallery=args.gallery, only=args.only)
     if args.save_examples:
         Path(args.save_examples).mkdir(parents=True, exist_ok=True)
         for kind, items in wild_set(5).items():
