@@ -5,7 +5,7 @@
 
 `run` starts `python -m train`'s engine in a child process for one epoch and reports, for
 the child and its DataLoader workers together, the peak resident memory (PSS summed over
-the process tree, sampled every 0.2 s), the seconds from start to the first optimisation step,
+the process tree, sampled every 0.5 s), the seconds from start to the first optimisation step,
 the epoch's wall time and its training images per second.
 """
 from __future__ import annotations
@@ -107,7 +107,7 @@ def run_epoch(folder: Path, loading: str, workers: int, image_size: int, arch: s
     peak = 0
     while child.poll() is None:
         peak = max(peak, _tree_rss(child.pid))
-        time.sleep(0.2)
+        time.sleep(0.5)
     err = child.stderr.read()
     marks = dict(re.findall(r"(FIRST_STEP|EPOCH) ([0-9.]+)", err))  # amid tqdm's carriage returns
     if child.returncode != 0 or "EPOCH" not in marks:
