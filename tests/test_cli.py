@@ -1,6 +1,5 @@
 """run-digit on a freshly trained and exported model: how well it reads (real files, real
 backends). What does not depend on accuracy runs on the stand-in model in test_cli_fast.py."""
-import json
 from pathlib import Path
 
 import cv2
@@ -8,22 +7,12 @@ import numpy as np
 import pytest
 
 from bench.photos import render_photo
-from runtime.cli import EXIT_OK, main
+from runtime.cli import EXIT_OK
 from tests.conftest import write_png
-from tests.test_cli_fast import write_video
+from tests.test_cli_fast import json_lines, run_cli, write_video
 
 pytestmark = pytest.mark.slow
 BACKENDS = ["onnxruntime", "opencv"]
-
-
-def run_cli(capsys, *args):
-    code = main(["--no-window", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def json_lines(out: str):
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
