@@ -1,7 +1,6 @@
 """Shared fixtures: real MNIST, a quickly trained checkpoint, its verified ONNX export."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path

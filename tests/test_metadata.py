@@ -110,8 +110,6 @@ def test_any_bytes_parse_or_fail_cleanly(data):
 
 
 def test_schema_1_files_with_the_unused_ink_field_still_load():
-    from train.datasets import MNIST, DatasetSpec
-
     props = to_props(INFO)
     assert props["digitpipe"] == "2" and "ink" not in json.loads(props["preprocess"])
     old = dict(props, digitpipe="1", preprocess=json.dumps({**json.loads(props["preprocess"]), "ink": "light_on_dark"}))
