@@ -101,7 +101,7 @@ PAPERS = [(150, 235, 250), (200, 190, 250), (250, 215, 175), (190, 240, 200), (2
 INKS = [(150, 60, 20), (40, 40, 190), (50, 120, 40), (120, 40, 110), (20, 20, 20)]  # blue, red, green, purple, black
 
 
-def page_on_desk(photo, rng) -> np.ndarray:
+def page_on_desk(photo, rng) -> tuple[np.ndarray, np.ndarray]:
     """The page does not fill the frame: smaller, turned and in perspective, on a desk with a
     pen and a mug beside it."""
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -123,14 +123,16 @@ def page_on_desk(photo, rng) -> np.ndarray:
     cv2.line(scene, tuple(int(v) for v in p0), tuple(int(v) for v in p1), (30, 30, 30), int(rng.integers(6, 12)), cv2.LINE_AA)
     corner = (int(rng.choice([40, W - 40])), int(rng.choice([40, H - 40])))
     cv2.circle(scene, corner, int(rng.integers(40, 70)), (200, 200, 210), int(rng.integers(8, 14)), cv2.LINE_AA)
-    return scene
+    return scene, m
 
 
 FAMILIES = ("ruled", "grid", "form", "shadow", "dim", "glare", "colour", "desk")
 
 
-def render_scene(family: str, tiles: list[np.ndarray], rng: np.random.Generator, jpeg_quality: int = 85) -> np.ndarray:
-    """A BGR photo of the tiles written in a row under one family's condition."""
+def render_scene(family: str, tiles: list[np.ndarray], rng: np.random.Generator, jpeg_quality: int = 85,
+                 with_ink: bool = False):
+    """A BGR photo of the tiles written in a row under one family's condition; with_ink, also
+    the digits' ink coverage (0..1, h x w) where it lies in the photo."""
     if family not in FAMILIES:
         raise ValueError(f"unknown scene family {family!r}; choose from {', '.join(FAMILIES)}")
     ink, boxes = layout_ink(tiles, rng, (W, H), rng.uniform(0.18, 0.4) * H, gap=(0.08, 0.3))
@@ -144,8 +146,10 @@ def render_scene(family: str, tiles: list[np.ndarray], rng: np.random.Generator,
     if family in LIGHT:
         photo = LIGHT[family](photo, rng)
     if family == "desk":
-        photo = page_on_desk(photo, rng)
+        photo, m = page_on_desk(photo, rng)
+        ink = cv2.warpPerspective(ink, m, (W, H), flags=cv2.INTER_LINEAR)
     photo = photo + rng.normal(0, 3, photo.shape)
     photo = np.clip(photo, 0, 255).astype(np.uint8)
     ok, jpg = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    return cv2.imdecode(jpg, cv2.IMREAD_COLOR)
+    photo = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
+    return (photo, ink) if with_ink else photo

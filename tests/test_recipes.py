@@ -328,3 +328,22 @@ def test_torchrun_streams_a_folder_each_rank_its_share(image_folder, tmp_path):
     assert done.stdout.count("skipped") <= 1  # the broken file: by the rank whose share held it, once
     steps = checkpoint.load(tmp_path / "run" / "last.pt")["scheduler_state"]["_step_count"]
     assert steps - 1 == -(-(100 // 2) // 8), "each rank took half of the 100 training files"
+
+
+@pytest.mark.slow
+def test_loader_workers_never_hang_on_opencvs_thread_pool(image_folder):
+    """Workers forked while OpenCV's thread pool was busy in the training process hung for
+    good (within 60 fresh loaders here, before the fix); 40 fresh loaders must all finish."""
+    code = ("import sys, numpy as np, cv2, torch\n"
+            "from train.datasets import get_spec\n"
+            "from train.data import load_dataset, batches\n"
+            f"spec = get_spec('imagefolder:{image_folder}', 48)\n"
+            "big = np.random.default_rng(0).integers(0, 255, (2000, 2000, 3), np.uint8)\n"
+            "for i in range(40):\n"
+            "    cv2.resize(big, (1000, 1000)); cv2.GaussianBlur(big, (0, 0), 3)  # the pool, busy\n"
+            "    train, _ = load_dataset(spec, None, log=lambda *a: None, loading='stream', workers=2)\n"
+            "    assert sum(len(y) for _, y in batches(train.take(torch.arange(32)), 16)) == 32\n"
+            "print('finished')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and "finished" in done.stdout, done.stderr[-1500:]

@@ -44,11 +44,15 @@ class _Photos(Dataset):
             return None, i, str(exc)
 
 
-def _one_thread_each(_worker: int) -> None:
-    """The workers already run one per core: OpenCV's own threads would only oversubscribe them."""
+def _opencv_ready_to_fork() -> None:
+    """OpenCV's thread pool does not survive fork: a forked worker that touched the pool's
+    inherited locks (cv2.setNumThreads there) hung for good in pthread_cond_destroy. With
+    one thread in the training process there is no pool to inherit; the workers, one per
+    core, decode single-threaded anyway, and the training process barely uses OpenCV."""
     import cv2
 
-    cv2.setNumThreads(1)
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
 
 
 def _collate(items):
@@ -106,7 +110,9 @@ class FolderSplit:
             loader = self._loaders[batch_size] = DataLoader(
                 _Photos(self.paths, self.side), batch_sampler=_OrderedBatches(batch_size), collate_fn=_collate,
                 num_workers=self.workers, pin_memory=self.pin_memory, persistent_workers=self.workers > 0,
-                generator=torch.Generator(), worker_init_fn=_one_thread_each)  # its own: worker seeds never draw on the training RNG (exact resume)
+                generator=torch.Generator())  # its own: worker seeds never draw on the training RNG (exact resume)
+        if self.workers > 0:
+            _opencv_ready_to_fork()
         loader.batch_sampler.order = torch.arange(len(self)) if order is None else torch.as_tensor(order).cpu()
         for images, index, errors in loader:
             for item, message in errors:
