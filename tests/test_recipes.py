@@ -331,16 +331,25 @@ def test_torchrun_streams_a_folder_each_rank_its_share(image_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_loader_workers_never_hang_on_opencvs_thread_pool(image_folder):
-    """Workers forked while OpenCV's thread pool was busy in the training process hung for
-    good (within 60 fresh loaders here, before the fix); 40 fresh loaders must all finish."""
-    code = ("import sys, numpy as np, cv2, torch\n"
+def test_loader_workers_never_hang_on_native_thread_pools(image_folder):
+    """Forked workers inherit the training process's native thread pools and hung for good
+    when they touched or freed them: OpenCV's (within 60 fresh loaders here, reproduced) and
+    an onnxruntime session the garbage collector freed in a worker (seen in a suite run).
+    Workers now start clean; 20 fresh loaders with both in the parent must all finish."""
+    code = ("import sys, numpy as np, cv2, torch, onnxruntime\n"
+            "from onnx import TensorProto, helper\n"
             "from train.datasets import get_spec\n"
             "from train.data import load_dataset, batches\n"
             f"spec = get_spec('imagefolder:{image_folder}', 48)\n"
             "big = np.random.default_rng(0).integers(0, 255, (2000, 2000, 3), np.uint8)\n"
-            "for i in range(40):\n"
-            "    cv2.resize(big, (1000, 1000)); cv2.GaussianBlur(big, (0, 0), 3)  # the pool, busy\n"
+            "value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])\n"
+            "graph = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'g', [value('x')], [value('y')])\n"
+            "model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid('', 18)]).SerializeToString()\n"
+            "class Cycle: pass\n"
+            "for i in range(20):\n"
+            "    held = Cycle(); held.me = held; held.session = onnxruntime.InferenceSession(model)\n"
+            "    del held  # a cycle: only the garbage collector frees it, in whichever process collects next\n"
+            "    cv2.resize(big, (1000, 1000)); cv2.GaussianBlur(big, (0, 0), 3)  # OpenCV's pool, busy\n"
             "    train, _ = load_dataset(spec, None, log=lambda *a: None, loading='stream', workers=2)\n"
             "    assert sum(len(y) for _, y in batches(train.take(torch.arange(32)), 16)) == 32\n"
             "print('finished')\n")

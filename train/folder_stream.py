@@ -13,6 +13,7 @@ batched on tensors after the transfer, the same code as the in-memory path.
 from __future__ import annotations
 
 import os
+import gc
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -44,15 +45,25 @@ class _Photos(Dataset):
             return None, i, str(exc)
 
 
-def _opencv_ready_to_fork() -> None:
-    """OpenCV's thread pool does not survive fork: a forked worker that touched the pool's
-    inherited locks (cv2.setNumThreads there) hung for good in pthread_cond_destroy. With
-    one thread in the training process there is no pool to inherit; the workers, one per
-    core, decode single-threaded anyway, and the training process barely uses OpenCV."""
+def _fork_safely(loader):
+    """iter(loader), which forks the workers the first time, without handing them native
+    thread pools or garbage they could hang on. A forked worker inherits the training
+    process's memory as it was: OpenCV's thread pool (a worker that changed its thread count
+    hung in pthread_cond_destroy) and any object waiting in a reference cycle (a worker's
+    garbage collector freeing an inherited onnxruntime session hung the same way). So
+    OpenCV runs on one thread here (no pool to inherit; the workers, one per core, decode
+    single-threaded anyway), cyclic garbage is collected here first, and what survives is
+    frozen so the workers' collector never walks it."""
     import cv2
 
     if cv2.getNumThreads() != 1:
         cv2.setNumThreads(1)
+    gc.collect()
+    gc.freeze()
+    try:
+        return iter(loader)
+    finally:
+        gc.unfreeze()
 
 
 def _collate(items):
@@ -111,10 +122,8 @@ class FolderSplit:
                 _Photos(self.paths, self.side), batch_sampler=_OrderedBatches(batch_size), collate_fn=_collate,
                 num_workers=self.workers, pin_memory=self.pin_memory, persistent_workers=self.workers > 0,
                 generator=torch.Generator())  # its own: worker seeds never draw on the training RNG (exact resume)
-        if self.workers > 0:
-            _opencv_ready_to_fork()
         loader.batch_sampler.order = torch.arange(len(self)) if order is None else torch.as_tensor(order).cpu()
-        for images, index, errors in loader:
+        for images, index, errors in (_fork_safely(loader) if self.workers > 0 else loader):
             for item, message in errors:
                 if self.paths[item] not in self._unreadable:
                     self._unreadable.add(self.paths[item])
