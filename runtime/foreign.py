@@ -104,8 +104,6 @@ def _check(info: ModelInfo) -> None:
     pp = info.preprocess
     if not all(math.isfinite(v) for v in pp.mean + pp.std):
         raise ModelError("--mean and --std must be finite numbers")
-    if any(s <= 0 for s in pp.std):
-        raise ModelError("--std values must be positive")
     check_normalisation(pp.mean, pp.std, "--mean/--std")
     check_labels(info.labels, "--labels")
     if pp.fit not in FITS:

@@ -1,6 +1,7 @@
 """Models are input too: broken or hostile ONNX files through the real run-digit entry point.
 
-Each case runs run-digit in a child process under a memory limit (RLIMIT_AS) and must end
+Each case runs run-digit in a child process under a memory limit (RLIMIT_AS: run-digit's
+own peak on this machine plus HEADROOM) and must end
 with a documented exit code, at most one line on stderr, no traceback and no files left
 behind. The cases come from a fuzzer (hypothesis) that mutates a real model file, the
 stand-in digit model: metadata fields replaced by arbitrary JSON, graph inputs and outputs
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -26,14 +28,16 @@ from runtime.cli import EXIT_INPUT_FAILED, EXIT_MODEL_FAILED, EXIT_OK, EXIT_USAG
 from tests.conftest import ROOT, STAND_IN_LABELS
 
 pytestmark = pytest.mark.slow
-MEMORY_LIMIT = 3 << 30  # address space of the child: run-digit itself peaks near 1 GB of it
+HEADROOM = 2 << 30  # address space a case may use beyond run-digit's own peak (the bombs ask for 3.6-40 GB)
 EXIT_CODES = {EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL_FAILED}
 BACKENDS = ("onnxruntime", "opencv")
 CHILD = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
          "import runtime.cli as c; sys.exit(c.main(sys.argv[1:]))")
+PEAK = ("import re, sys, runtime.cli as c; rc = c.main(sys.argv[1:]); "
+        "print(re.search(r'VmPeak:\\s+(\\d+)', open('/proc/self/status').read()).group(1), file=sys.stderr); sys.exit(rc)")
 
 
-def run_limited(model: Path, image: Path, *args: str, cwd: Path, limit: int = MEMORY_LIMIT):
+def run_limited(model: Path, image: Path, *args: str, cwd: Path, limit: int):
     done = subprocess.run([sys.executable, "-c", CHILD.format(limit=limit), "--no-window", "--model", str(model),
                            "--image", str(image), *args], capture_output=True, text=True, cwd=cwd, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -50,33 +54,52 @@ def assert_clean(code: int, err: str, folder: Path, before: set, what) -> None:
     assert set(os.listdir(folder)) == before, (what, set(os.listdir(folder)) ^ before)
 
 
+class Base(NamedTuple):
+    proto: onnx.ModelProto  # the stand-in model, for the mutations to start from
+    photo: Path  # a photo it reads
+    limit: int  # the children's address-space limit
+
+
 @pytest.fixture(scope="module")
-def base(stand_in_model, mnist_test, tmp_path_factory):
-    """(the stand-in model's proto, a photo it reads) for the mutations to start from."""
+def base(stand_in_model, mnist_test, tmp_path_factory) -> Base:
+    """The limit is run-digit's own peak on this machine plus HEADROOM: thread pools reserve
+    address space per core, so a fixed limit would pass here and fail on a bigger machine."""
     from bench.photos import render_photo
 
     folder = tmp_path_factory.mktemp("hostile-models")
     photo = folder / "photo.png"
     cv2.imwrite(str(photo), render_photo([mnist_test[0][0]], np.random.default_rng(0)))
-    return onnx.load(stand_in_model), photo
+    peaks = []
+    for backend in BACKENDS:
+        done = subprocess.run([sys.executable, "-c", PEAK, "--no-window", "--backend", backend, "--model", stand_in_model,
+                               "--image", str(photo)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == EXIT_OK, done.stderr[-1500:]
+        peaks.append(int(done.stderr.split()[-1]) * 1024)
+    return Base(onnx.load(stand_in_model), photo, max(peaks) + HEADROOM)
 
 
-def check_mutant(proto_or_bytes, photo: Path, what, backend: str = "onnxruntime") -> tuple[int, str]:
+def copy_of(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def check_mutant(proto_or_bytes, base: Base, what, backend: str = "onnxruntime") -> tuple[int, str]:
     with tempfile.TemporaryDirectory(prefix="digitpipe-fuzz-") as tmp:
         folder = Path(tmp)
         model = folder / "mutant.onnx"
         data = proto_or_bytes if isinstance(proto_or_bytes, bytes) else proto_or_bytes.SerializeToString()
         model.write_bytes(data)
         before = set(os.listdir(folder))
-        code, out, err = run_limited(model, photo, "--backend", backend, cwd=folder)
+        code, out, err = run_limited(model, base.photo, "--backend", backend, cwd=folder, limit=base.limit)
         assert_clean(code, err, folder, before, what)
         return code, err
 
 
 def test_the_unmutated_model_reads_under_the_limit(base):
-    proto, photo = base
     for backend in BACKENDS:
-        code, err = check_mutant(proto, photo, "unmutated", backend)
+        code, err = check_mutant(base.proto, base, "unmutated", backend)
         assert code == EXIT_OK, err
 
 
@@ -92,8 +115,7 @@ FUZZ = settings(max_examples=int(os.environ.get("DIGITPIPE_FUZZ_EXAMPLES", "12")
 
 
 def with_metadata(proto, key: str, value: str):
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
+    out = copy_of(proto)
     for p in out.metadata_props:
         if p.key == key:
             p.value = value
@@ -103,8 +125,8 @@ def with_metadata(proto, key: str, value: str):
 @FUZZ
 @given(key=KEYS, value=st.one_of(JSON.map(json.dumps), DEEP, st.text(max_size=50)), backend=st.sampled_from(BACKENDS))
 def test_fuzzed_metadata(base, key, value, backend):
-    proto, photo = base
-    check_mutant(with_metadata(proto, key, value), photo, (key, value[:200]), backend)
+    proto = base.proto
+    check_mutant(with_metadata(proto, key, value), base, (key, value[:200]), backend)
 
 
 @FUZZ
@@ -112,9 +134,8 @@ def test_fuzzed_metadata(base, key, value, backend):
        dims=st.none() | st.lists(st.integers(-2, 2**40) | st.text(max_size=5), max_size=6),
        backend=st.sampled_from(BACKENDS))
 def test_fuzzed_graph_inputs_and_outputs(base, which, name, dims, backend):
-    proto, photo = base
-    mutant = onnx.ModelProto()
-    mutant.CopyFrom(proto)
+    proto = base.proto
+    mutant = copy_of(proto)
     value = (mutant.graph.input if which == "input" else mutant.graph.output)[0]
     if name is not None:
         value.name = name
@@ -127,49 +148,48 @@ def test_fuzzed_graph_inputs_and_outputs(base, which, name, dims, backend):
                 dim.dim_value = d
             else:
                 dim.dim_param = d
-    check_mutant(mutant, photo, (which, name, dims), backend)
+    check_mutant(mutant, base, (which, name, dims), backend)
 
 
 @FUZZ
 @given(node=st.integers(0, 1000), op=st.text(min_size=1, max_size=12), domain=st.sampled_from(["", "ai.onnx", "com.evil"]),
        backend=st.sampled_from(BACKENDS))
 def test_fuzzed_unknown_operators(base, node, op, domain, backend):
-    proto, photo = base
-    mutant = onnx.ModelProto()
-    mutant.CopyFrom(proto)
+    proto = base.proto
+    mutant = copy_of(proto)
     target = mutant.graph.node[node % len(mutant.graph.node)]
     target.op_type, target.domain = op, domain
-    check_mutant(mutant, photo, (node, op, domain), backend)
+    check_mutant(mutant, base, (node, op, domain), backend)
 
 
 @FUZZ
 @given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=8),
        backend=st.sampled_from(BACKENDS))
 def test_fuzzed_bytes(base, cut, flips, backend):
-    proto, photo = base
+    proto = base.proto
     data = bytearray(proto.SerializeToString())
     for where, mask in flips:
         data[int(where * (len(data) - 1))] ^= mask
-    check_mutant(bytes(data[: max(1, int(cut * len(data)))] if cut < 0.999 else data), photo, (cut, flips), backend)
+    check_mutant(bytes(data[: max(1, int(cut * len(data)))] if cut < 0.999 else data), base, (cut, flips), backend)
 
 
 # -- cases found before the fuzzer, kept as named tests -------------------------------
 
 def test_deeply_nested_metadata_is_refused_in_one_line(base):
-    proto, photo = base
-    code, err = check_mutant(with_metadata(proto, "labels", "[" * 100_000 + "]" * 100_000), photo, "deep")
+    proto = base.proto
+    code, err = check_mutant(with_metadata(proto, "labels", "[" * 100_000 + "]" * 100_000), base, "deep")
     assert code == EXIT_USAGE and "nested too deeply" in err
 
 
 def test_metadata_naming_what_the_graph_lacks(base):
-    proto, photo = base
+    proto = base.proto
     output = json.loads(next(p.value for p in proto.metadata_props if p.key == "output"))
-    code, err = check_mutant(with_metadata(proto, "output", json.dumps({**output, "name": "scores"})), photo, "output")
+    code, err = check_mutant(with_metadata(proto, "output", json.dumps({**output, "name": "scores"})), base, "output")
     assert code == EXIT_USAGE and "the graph has no output 'scores'" in err
     labels = json.dumps(list(STAND_IN_LABELS[:-1]))  # one label fewer than the graph's scores
     output_without_reject = json.dumps({k: v for k, v in output.items() if k != "reject"})
     fewer = with_metadata(with_metadata(proto, "labels", labels), "output", output_without_reject)
-    code, err = check_mutant(fewer, photo, "labels")
+    code, err = check_mutant(fewer, base, "labels")
     assert code == EXIT_USAGE and "gives 11 scores per input, but there are 10 labels" in err
 
 
@@ -192,15 +212,13 @@ def enormous_input_model(side: int = 30_000):
 
 
 def test_an_enormous_declared_input_is_refused_before_anything_is_built(base):
-    _, photo = base
-    code, err = check_mutant(enormous_input_model(), photo, "enormous")
+    code, err = check_mutant(enormous_input_model(), base, "enormous")
     assert code == EXIT_USAGE and "over the limit of 4194304 (--max-model-pixels)" in err
 
 
 def inference_bomb(proto):
     """The stand-in with its output fed through a node that allocates 40 GB at inference."""
-    bomb = onnx.ModelProto()
-    bomb.CopyFrom(proto)
+    bomb = copy_of(proto)
     graph = bomb.graph
     last = graph.output[0].name
     for node in graph.node:
@@ -217,8 +235,8 @@ def inference_bomb(proto):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_memory_bomb_at_inference_fails_within_the_limit(base, backend):
-    proto, photo = base
-    code, err = check_mutant(inference_bomb(proto), photo, "bomb", backend)
+    proto = base.proto
+    code, err = check_mutant(inference_bomb(proto), base, "bomb", backend)
     assert code in (EXIT_USAGE, EXIT_MODEL_FAILED), err  # refused at load, or failed at its first run
 
 
@@ -228,10 +246,9 @@ def test_an_inference_failure_ends_a_video_with_what_was_read(base, tmp_path, ca
     from runtime.cli import main
     from tests.test_cli_fast import write_video
 
-    proto, photo = base
     model = tmp_path / "m.onnx"
-    model.write_bytes(proto.SerializeToString())
-    video = write_video(tmp_path / "clip.avi", [cv2.imread(str(photo))] * 6)
+    model.write_bytes(base.proto.SerializeToString())
+    video = write_video(tmp_path / "clip.avi", [cv2.imread(str(base.photo))] * 6)
     runs, real = [], OnnxRuntimeBackend.run
 
     def fails_on_the_fourth_frame(self, blob):
@@ -254,8 +271,7 @@ def test_an_inference_failure_ends_a_video_with_what_was_read(base, tmp_path, ca
 
 def damaged_models(proto) -> dict:
     """Named damaged copies of a model, as bytes: the cases above, for the other entry points."""
-    unknown = onnx.ModelProto()
-    unknown.CopyFrom(proto)
+    unknown = copy_of(proto)
     unknown.graph.node[0].op_type = "NoSuchOperator"
     data = proto.SerializeToString()
     return {"deeply nested labels": with_metadata(proto, "labels", "[" * 50_000 + "]" * 50_000).SerializeToString(),
@@ -265,8 +281,7 @@ def damaged_models(proto) -> dict:
 
 
 def _without_metadata(proto) -> bytes:
-    bare = onnx.ModelProto()
-    bare.CopyFrom(proto)
+    bare = copy_of(proto)
     del bare.metadata_props[:]
     return bare.SerializeToString()
 
@@ -288,7 +303,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def test_digitpipe_check_refuses_damaged_files_in_one_line(base, tiny_checkpoint, tmp_path, capsys):
     from export.check import main as check
 
-    proto, _ = base
+    proto = base.proto
     for name, data in damaged_models(proto).items():
         model = tmp_path / f"{name}.onnx"
         model.write_bytes(data)
@@ -303,7 +318,7 @@ def test_export_verification_refuses_damaged_bytes_and_keeps_the_installed_file(
     from export.cli import install
     from runtime.errors import ModelError
 
-    proto, _ = base
+    proto = base.proto
     out = tmp_path / "digits.onnx"
     out.write_bytes(b"the last good model")
     for name, data in damaged_models(proto).items():

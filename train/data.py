@@ -56,9 +56,9 @@ def load_dataset(spec: DatasetSpec, root: Path, log=print, loading: str = "auto"
     streamed from disk unless loading is "memory" (then decoded into memory first)."""
     if loading not in LOADINGS:
         raise ValueError(f"unknown loading {loading!r}; choose from {', '.join(LOADINGS)}")
-    if spec.name == "imagefolder" and loading != "memory":
+    if spec.name == "imagefolder":
         listed = [sources.list_image_folder(Path(spec.source) / part, spec.labels) for part in ("train", "val")]
-        if loading == "stream" or stored_bytes(listed, spec) > MEMORY_BUDGET:
+        if loading == "stream" or (loading == "auto" and stored_bytes(listed, spec) > MEMORY_BUDGET):
             return _streamed_folder(spec, listed, log, workers)
     if loading == "stream":
         raise ValueError(f"--loading stream is for image folders; {spec.name} is read into memory")
@@ -73,8 +73,8 @@ def load_dataset(spec: DatasetSpec, root: Path, log=print, loading: str = "auto"
     elif spec.name == "cifar10":
         parts = sources.load_cifar10(Path(root), log)
     elif spec.name == "imagefolder":
-        parts = [sources.load_image_folder(Path(spec.source) / part, spec.labels, spec.preprocess.resize_shorter, log)
-                 for part in ("train", "val")]
+        parts = [sources.load_image_folder(Path(spec.source) / part, spec.labels, spec.preprocess.resize_shorter, log,
+                                           listed=found) for part, found in zip(("train", "val"), listed)]
     else:
         raise ValueError(f"no loader for dataset {spec.name!r}")
     return tuple(Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).long()) for x, y in parts)

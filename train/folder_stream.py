@@ -12,12 +12,16 @@ batched on tensors after the transfer, the same code as the in-memory path.
 """
 from __future__ import annotations
 
-import os
 import gc
+import os
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from runtime.errors import InputError
+from runtime.imageio import read_image
+from train.sources import prepare_folder_image
 
 
 def default_workers() -> int:
@@ -35,10 +39,6 @@ class _Photos(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from runtime.errors import InputError
-        from runtime.imageio import read_image
-        from train.sources import prepare_folder_image
-
         try:
             return torch.from_numpy(prepare_folder_image(read_image(self.paths[i]), self.side)), i, None
         except InputError as exc:
@@ -46,7 +46,7 @@ class _Photos(Dataset):
 
 
 def _fork_safely(loader):
-    """iter(loader), which forks the workers the first time, without handing them native
+    """The first iter(loader), which forks its persistent workers, without handing them native
     thread pools or garbage they could hang on. A forked worker inherits the training
     process's memory as it was: OpenCV's thread pool (a worker that changed its thread count
     hung in pthread_cond_destroy) and any object waiting in a reference cycle (a worker's
@@ -117,13 +117,14 @@ class FolderSplit:
         """Yield (uint8 images, labels) in the given index order; an unreadable file is
         reported (once for the whole run) and left out of its batch."""
         loader = self._loaders.get(batch_size)
-        if loader is None:
+        first = loader is None  # persistent workers fork on a loader's first pass only
+        if first:
             loader = self._loaders[batch_size] = DataLoader(
                 _Photos(self.paths, self.side), batch_sampler=_OrderedBatches(batch_size), collate_fn=_collate,
                 num_workers=self.workers, pin_memory=self.pin_memory, persistent_workers=self.workers > 0,
                 generator=torch.Generator())  # its own: worker seeds never draw on the training RNG (exact resume)
         loader.batch_sampler.order = torch.arange(len(self)) if order is None else torch.as_tensor(order).cpu()
-        for images, index, errors in (_fork_safely(loader) if self.workers > 0 else loader):
+        for images, index, errors in (_fork_safely(loader) if first and self.workers > 0 else loader):
             for item, message in errors:
                 if self.paths[item] not in self._unreadable:
                     self._unreadable.add(self.paths[item])

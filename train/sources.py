@@ -111,14 +111,14 @@ def list_image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[str],
     return paths, np.asarray(targets, dtype=np.int64)
 
 
-def load_image_folder(folder: Path, labels: tuple[str, ...], side: int, log=print):
+def load_image_folder(folder: Path, labels: tuple[str, ...], side: int, log=print, listed=None):
     """(N x 3 x side x side uint8 RGB, labels) for folder/<class>/*, decoded into memory;
-    unreadable files are reported and skipped."""
+    unreadable files are reported and skipped. listed: list_image_folder's answer, if known."""
     from runtime.errors import InputError
     from runtime.imageio import read_image
 
     images, targets = [], []
-    paths, classes = list_image_folder(folder, labels)
+    paths, classes = listed or list_image_folder(folder, labels)
     for path, target in zip(paths, classes):
         try:
             images.append(prepare_folder_image(read_image(path), side))
