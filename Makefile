@@ -4,14 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TRAIN_ARGS  ?=
+DETECTOR_ARGS ?=
 EXPORT_ARGS ?=
 TEST_ARGS   ?=
 
 .PHONY: setup system-packages train export check test test-fast bench demo clean help
 help:
 	@echo "make setup   create $(VENV) with torch $(TORCH) and everything else"
-	@echo "make train   train the digit CNN -> artifacts/digits.pt   (TRAIN_ARGS=...)"
-	@echo "make export  export + verify -> artifacts/digits.onnx, digits.int8.onnx, reports"
+	@echo "make train   train the digit CNN and the ink detector -> artifacts/digits.pt, detector.pt (TRAIN_ARGS=, DETECTOR_ARGS=)"
+	@echo "make export  export + verify -> artifacts/digits.onnx, digits.int8.onnx, detector.onnx, reports"
 	@echo "make check   whole test set: PyTorch vs both runtimes on the float and INT8 files"
 	@echo "make test    the whole test suite, end-to-end cases included (installs the system packages it uses)"
 	@echo "make bench   benchmarks, printed and written to artifacts/bench.json"
@@ -30,9 +31,11 @@ setup: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/python -m train $(TRAIN_ARGS)
+	$(BIN)/python -m train.detector $(DETECTOR_ARGS)
 
 export: $(STAMP)
 	$(BIN)/python -m export $(EXPORT_ARGS)
+	$(BIN)/python -m export.detector
 
 check: $(STAMP)
 	$(BIN)/python -m export.check --model artifacts/digits.onnx

@@ -137,7 +137,7 @@ def throughput(model: Path, ckpt: Path, images: np.ndarray, repeats: int, batch:
 
 def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, repeats: int) -> dict:
     """640x480 frames of 1-4 digit numbers through DigitReader.read, and through decoding too."""
-    from bench.photos import render_photo
+    from train.photos import render_photo
     from runtime.model import Model
     from runtime.reader import DigitReader
 
@@ -223,7 +223,7 @@ def training(data_dir: str = "data") -> dict:
 
 def finder_scale(model: Path, images: np.ndarray, labels: np.ndarray, count: int = 300) -> dict:
     """Exact-match reading and FPS on generated photos for several detection resolutions."""
-    from bench.photos import render_photo
+    from train.photos import render_photo
     from runtime.digits import FinderSettings
     from runtime.model import Model
     from runtime.reader import DigitReader
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
         print(f"error: {model} and {ckpt} are needed; run `make train export` first", file=sys.stderr)
         return 2
     from bench.make_photo import mnist_test_tiles
-    from bench.photos import render_photo
+    from train.photos import render_photo
 
     images, labels = mnist_test_tiles()
     results = {"machine": machine()}

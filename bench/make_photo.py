@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.photos import render_photo
+from train.photos import render_photo
 
 
 def mnist_test_tiles(data_dir: str = "data"):

@@ -11,7 +11,7 @@ Generated here from data the model never trained on, seeded, in memory:
   faces   the 100 photographed faces of scikit-image's LFW sample, enlarged: must read ""
   photos  scikit-image's sample photographs (people, a cat, coins, gravel, a rocket, a page
           of text, ...), whole and cropped: must read ""
-and the everyday scene families of bench/scenes.py, 1-4 MNIST test digits each: ruled
+and the everyday scene families of train/scenes.py, 1-4 MNIST test digits each: ruled
 notebook paper, squared paper, form boxes, a hard-edged shadow, dim light, glare, coloured
 ink on coloured paper, the page at an angle on a desk (each kind "scene:<family>").
 The model's "no digit" class was trained on other generated families (train/negatives.py);
@@ -31,8 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.photos import render_photo
-from bench.scenes import FAMILIES, render_scene
+from train.photos import render_photo
+from train.scenes import FAMILIES, render_scene
 
 HERSHEY = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
            cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX]
@@ -171,13 +171,16 @@ def classic_read(model, photo: np.ndarray) -> str:
 
 
 def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8), gallery: Path | None = None,
-             only: str = "") -> dict:
+             only: str = "", detector: str | None = None, sets: dict | None = None) -> dict:
+    """detector: an ink detector's ONNX file, or None for the finder's rules alone."""
+    from runtime.detector import InkDetector
     from runtime.model import Model
     from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader
 
-    sets = {k: v for k, v in wild_set(count).items() if k.startswith(only)}
+    sets = {k: v for k, v in (sets or wild_set(count)).items() if k.startswith(only)}
     model = Model(model_path, device="cpu")
-    reader = DigitReader(model, min_confidence=0.0)  # thresholds are applied below, per column
+    ink = InkDetector.load(detector, device="cpu") if detector else None
+    reader = DigitReader(model, min_confidence=0.0, detector=ink)  # thresholds are applied below, per column
     results = {}
     for kind, items in sets.items():
         readings = [(reader.read(photo), text) for photo, text in items]
@@ -211,6 +214,13 @@ def write_failures(folder: Path, items, readings, threshold: float) -> int:
     return written
 
 
+def default_detector(choice: str) -> str | None:
+    """--detector auto|none|PATH -> a detector file or None."""
+    if choice == "none" or (choice == "auto" and not Path("artifacts/detector.onnx").is_file()):
+        return None
+    return "artifacts/detector.onnx" if choice == "auto" else choice
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.wild", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -222,9 +232,13 @@ def main(argv=None) -> int:
                    help="write every photo read wrong (at the default --min-confidence) to DIR/<kind>/, with the "
                         "boxes found and the reading against the truth")
     p.add_argument("--only", metavar="PREFIX", default="", help="evaluate only kinds starting with this (e.g. scene:)")
+    p.add_argument("--detector", default="auto", metavar="ONNX|auto|none",
+                   help="ink detector before the finder; auto: artifacts/detector.onnx when it exists")
     args = p.parse_args(argv)
+    detector = default_detector(args.detector)
+    print(f"reading with {'the ink detector ' + detector if detector else 'the finder rules alone'}", file=sys.stderr)
     t = time.perf_counter()
-    results = evaluate(args.model, args.count, gallery=args.gallery, only=args.only)
+    results = evaluate(args.model, args.count, gallery=args.gallery, only=args.only, detector=detector)
     if args.save_examples:
         Path(args.save_examples).mkdir(parents=True, exist_ok=True)
         for kind, items in wild_set(5).items():

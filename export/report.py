@@ -43,6 +43,7 @@ def to_markdown(report: dict) -> str:
             if report["kind"] == "float32" else
             f"test accuracy within {report['max_accuracy_drop_points']:g} points of PyTorch")
     v = report["versions"]
+    mask = report.get("task") == "ink-detector"
     lines = [
         f"# {name}: export report", "",
         f"Verification **{verdict}** ({report['kind']}; rule: {rule}).", "",
@@ -54,17 +55,22 @@ def to_markdown(report: dict) -> str:
         f"| versions | torch {v['torch']}, onnx {v['onnx']}, onnxruntime {v['onnxruntime']}, opencv {v['opencv']} |",
         f"| onnx.checker | {report['onnx_checker']} |",
         "", "## Parity with PyTorch", "",
-        "| inputs | n | max \\|logit difference\\| | top-1 agreement | differing predictions |",
+        ("| inputs | n | max \\|logit difference\\| | marks agreeing | pixels marked differently |" if mask else
+         "| inputs | n | max \\|logit difference\\| | top-1 agreement | differing predictions |"),
         "|---|---|---|---|---|",
     ]
     lines += [f"| {c['name']} | {c['count']:,} | {c['max_abs_logit_diff']:.2e} | {c['top1_agreement']:.2%} | "
               f"{c['differing_predictions']} |" for c in report["comparisons"]]
     lines += ["", f"Runtime preprocessing (PNG files read by run-digit's code) vs the training transform: "
-                  f"max |difference| {report['preprocess_max_abs_diff']:.1e}.", "",
-              "## Test accuracy", "", "| runtime | accuracy |", "|---|---|",
-              f"| PyTorch (training transform) | {report['pytorch_test_accuracy']:.2%} |"]
-    lines += [f"| {c['name'].split(': ')[-1]} (image files) | {c['accuracy']:.2%} |"
-              for c in report["comparisons"] if "accuracy" in c]
+                  f"max |difference| {report['preprocess_max_abs_diff']:.1e}.", ""]
+    if mask:
+        lines += [f"## IoU with the true digit ink ({report['scenes']} held-out scenes)", "", "| runtime | IoU |", "|---|---|"]
+        lines += [f"| {rt} | {v:.3f} |" for rt, v in report["iou_with_true_ink"].items()]
+    else:
+        lines += ["## Test accuracy", "", "| runtime | accuracy |", "|---|---|",
+                  f"| PyTorch (training transform) | {report['pytorch_test_accuracy']:.2%} |"]
+        lines += [f"| {c['name'].split(': ')[-1]} (image files) | {c['accuracy']:.2%} |"
+                  for c in report["comparisons"] if "accuracy" in c]
     if "latency" in report:
         lines += ["", "## Latency (this machine, CPU)", "",
                   "| runtime | batch 1 p50 ms | batch 1 p99 ms | images/s at batch 1000 |", "|---|---|---|---|"]

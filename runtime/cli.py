@@ -11,9 +11,11 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import cv2
 
+from runtime.detector import DETECTOR_NAME, InkDetector, check_is_classifier
 from runtime.errors import InputError, ModelError, first_line
 from runtime.foreign import Overrides, parse_numbers, parse_size
 from runtime.imageio import DEFAULT_MAX_PIXELS, read_image
@@ -39,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--camera", type=int, metavar="INDEX", help="a camera index (0 is the first camera)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="ONNX file written by `make export`")
+    g.add_argument("--detector", default="auto", metavar="ONNX|auto|none",
+                   help=f"ink detector run before the finder (`make export` writes it); auto: {DETECTOR_NAME} beside "
+                        "the --model file when it exists, else the finder's rules alone; none: the rules alone")
     g.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "opencv"], help="inference engine")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto uses CUDA through onnxruntime when a GPU is present")
@@ -116,9 +121,11 @@ def main(argv=None) -> int:
     try:
         model = Model(args.model, args.backend, args.device, overrides=overrides, check_report=args.check_model,
                       max_input_pixels=args.max_model_pixels)
+        check_is_classifier(model)
+        detector = load_detector(args, model)
     except ModelError as exc:
         return usage_error(exc)
-    reader = DigitReader(model, args.min_confidence, args.single, roi=roi)
+    reader = DigitReader(model, args.min_confidence, args.single, roi=roi, detector=detector)
     out = Output(args.json)
     window = _open_window(args)
     try:
@@ -133,6 +140,21 @@ def main(argv=None) -> int:
     finally:
         if window is not None:
             window.close()
+
+
+def load_detector(args, model: Model) -> InkDetector | None:
+    """The --detector to run before the finder, or None (the finder's rules alone)."""
+    beside = Path(args.model).with_name(DETECTOR_NAME)
+    if args.detector == "none" or (args.detector == "auto" and not beside.is_file()):
+        return None
+    if model.info.preprocess.fit != "digit":
+        if args.detector == "auto":
+            return None
+        raise ModelError(f"--detector: {args.model} reads whole images (fit {model.info.preprocess.fit!r}); "
+                         "a detector serves models that find digits")
+    path = beside if args.detector == "auto" else args.detector
+    return InkDetector.load(path, args.backend, args.device, check_report=bool(args.check_model),
+                            max_input_pixels=args.max_model_pixels)
 
 
 def _open_window(args):

@@ -30,6 +30,9 @@ class FinderSettings:
     # most 2.51x its mean stroke width over all 10,000 MNIST test digits (2.35 over UCI's
     # 1,797); filled shapes and the textures of photographs spread wider (README: no digit).
     max_stroke_spread: float = 2.8
+    # With an ink detector: ink counts only this share of the image's longer side around
+    # what the detector marked (its mark is coarse: a quarter of the frame's resolution).
+    mask_grow: float = 0.006
     fill: int = 20  # MNIST: the digit fits in a fill x fill box...
     tile: int = 28  # ...centred by mass in a tile x tile image
 
@@ -87,8 +90,11 @@ def normalise_tile(ink: np.ndarray, fill: int = 20, tile: int = 28) -> np.ndarra
     return cv2.warpAffine(small, shift, (tile, tile), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
-def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings()) -> list[Candidate]:
-    """Digits in a photo, left to right, each as an MNIST-style tile."""
+def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
+                ink_mask: np.ndarray | None = None) -> list[Candidate]:
+    """Digits in a photo, left to right, each as an MNIST-style tile. ink_mask (bool, any
+    size, from an ink detector): only ink near what it marks is read, and the ink's polarity
+    is what the marked pixels have against the paper around them."""
     gray = to_gray(image)
     h0, w0 = gray.shape
     scale = min(1.0, settings.work_side / max(h0, w0))
@@ -96,15 +102,26 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings()) 
     interp = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
     work = gray if scale == 1.0 else cv2.resize(gray, (max(1, round(w0 * scale)), max(1, round(h0 * scale))),
                                                 interpolation=interp)
-    ink = bright_ink(work)
-    h, w = ink.shape
-    # Top-hat: keeps structures thinner than the kernel (pen strokes), drops light gradients.
-    k = max(15, max(h, w) // 8) | 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
-    ink = cv2.morphologyEx(ink, cv2.MORPH_TOPHAT, kernel)
-    otsu, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    thresh = max(otsu, settings.min_contrast)
-    binary = (ink > thresh).astype(np.uint8)
+    h, w = work.shape
+    region = None
+    if ink_mask is None:
+        ink = bright_ink(work)
+    else:
+        region, context, dark = _detected_region(work, ink_mask, settings.mask_grow)
+        if region is None:
+            return []
+        ink = cv2.bitwise_not(work) if dark else work
+    if region is None:
+        # Top-hat: keeps structures thinner than the kernel (pen strokes), drops light gradients.
+        k = max(15, max(h, w) // 8) | 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+        ink = cv2.morphologyEx(ink, cv2.MORPH_TOPHAT, kernel)
+        otsu, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+        thresh_map = np.float32(max(otsu, settings.min_contrast))
+    else:  # the paper's level is taken around each marked part instead: a top-hat's is wrong near shadow edges
+        ink, thresh_map = _local_ink(ink, context, settings.min_contrast)
+        ink[~region] = 0
+    binary = (ink > thresh_map).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     groups, min_h = _group_components(stats[1:], h, w, settings)
     found = []
@@ -128,12 +145,53 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings()) 
             if stroke_spread(mask) > settings.max_stroke_spread:
                 continue
             area = int(mask.sum())
+            thresh = float(thresh_map if thresh_map.ndim == 0 else thresh_map[y : y + bh, x : x + bw][mask].max())
             mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             crop = np.where(mask, ink[y : y + bh, x : x + bw], 0)
             tile = normalise_tile(stretch_ink(crop, thresh), settings.fill, settings.tile)
             box = tuple(int(round(v / scale)) for v in (x, y, bw, bh))
             found.append(Candidate(box, tile, area, group, piece))
     return sorted(found, key=lambda c: c.box[0])
+
+
+def _local_ink(ink: np.ndarray, context: np.ndarray, floor: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ink above its paper, a threshold for each pixel), each connected part of the context
+    (the marked ink and the paper around it) on its own: a digit in a shadow or under glare
+    has its own paper level (the median below its Otsu threshold) and contrast. Outside the
+    context: no ink, above any threshold."""
+    out = np.zeros_like(ink)
+    thresh_map = np.full(ink.shape, 256.0, np.float32)
+    count, parts, stats, _ = cv2.connectedComponentsWithStats(context.astype(np.uint8), connectivity=8)
+    for c in range(1, count):
+        x, y, w, h = stats[c, :4]
+        inside = parts[y : y + h, x : x + w] == c
+        values = ink[y : y + h, x : x + w][inside]
+        otsu, _ = cv2.threshold(values[:, None], 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+        below = values[values <= otsu]
+        paper = float(np.median(below)) if below.size else 0.0
+        out[y : y + h, x : x + w][inside] = np.clip(values.astype(np.float32) - paper, 0, 255).astype(np.uint8)
+        thresh_map[y : y + h, x : x + w][inside] = max(otsu - paper, floor)
+    return out, thresh_map
+
+
+CONTEXT = 4  # thresholds are chosen over the marked ink and this many times its margin of paper
+
+
+def _detected_region(work: np.ndarray, ink_mask: np.ndarray, grow: float):
+    """(where ink may be read, bool at the working size; the wider context its thresholds
+    are chosen in; True when the ink is darker than the paper around it), or (None, ...)
+    when the detector marked nothing."""
+    h, w = work.shape
+    marked = cv2.resize(ink_mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    if not marked.any():
+        return None, None, True
+    r = max(1, round(grow * max(h, w)))
+    region = cv2.dilate(marked, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    context = cv2.dilate(marked, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * CONTEXT * r + 1,) * 2))
+    ring = context > marked  # paper around the marked ink
+    marked = marked > 0
+    dark = not ring.any() or float(work[marked].mean()) < float(work[ring].mean())
+    return region > 0, context > 0, dark
 
 
 def most_prominent(found: list[Candidate]) -> list[Candidate]:

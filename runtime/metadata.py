@@ -5,7 +5,8 @@ Each metadata_props value is a JSON string (parsed with json, never eval):
               which nothing read; polarity follows "fit")
   labels      ["0", "1", ...]
   input       {"name", "shape" (batch may be a string for a dynamic axis), "layout": "NCHW", "color": gray|rgb|bgr}
-  output      {"name", "kind": "logits",
+  output      {"name", "kind": "logits" (N x labels, a classifier) or "mask" (N x 1 x H x W, one logit
+               per input pixel: an ink detector, whose one label names what it marks),
                "reject": a label (optional): the class for what is none of the others, e.g. "no digit"}
   preprocess  {"size": [w, h], "mean": [...], "std": [...] (0..1 pixel scale), "swap_rb",
                "fit": digit|resize (default resize; digit: find the ink, either polarity,
@@ -26,6 +27,7 @@ SCHEMA_VERSION = "2"
 READABLE_SCHEMAS = ("1", "2")
 COLORS = ("gray", "rgb", "bgr")
 FITS = ("digit", "resize")
+KINDS = ("logits", "mask")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,13 @@ class ModelInfo:
     preprocess: Preprocess
     provenance: dict = field(default_factory=dict)
     reject: str = ""  # the label that means "none of the others": the reader reports nothing for it
+    kind: str = "logits"  # or "mask": one logit per input pixel (an ink detector)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The output for one input: a score per label, or a logit per input pixel."""
+        pp = self.preprocess
+        return (pp.height, pp.width) if self.kind == "mask" else (len(self.labels),)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -68,7 +77,7 @@ def to_props(info: ModelInfo) -> dict[str, str]:
         "digitpipe": SCHEMA_VERSION,
         "labels": json.dumps(list(info.labels)),
         "input": json.dumps({"name": info.input_name, "shape": list(info.input_shape), "layout": "NCHW", "color": pp.color}),
-        "output": json.dumps({"name": info.output_name, "kind": "logits", **({"reject": info.reject} if info.reject else {})}),
+        "output": json.dumps({"name": info.output_name, "kind": info.kind, **({"reject": info.reject} if info.reject else {})}),
         "preprocess": json.dumps({"size": [pp.width, pp.height], "mean": list(pp.mean), "std": list(pp.std),
                                   "swap_rb": pp.swap_rb, "fit": pp.fit,
                                   "resize_shorter": pp.resize_shorter}),
@@ -101,6 +110,9 @@ def from_props(props: dict[str, str]) -> ModelInfo:
     check_labels(labels, "metadata labels")
     _check(is_name(inp.get("name")) and is_name(out.get("name")),
            f"input and output need a name (a string of 1-{MAX_NAME_CHARS} characters)")
+    kind = out.get("kind", "logits")
+    _check(kind in KINDS, f"output kind must be one of {KINDS}")
+    _check(kind == "logits" or len(labels) == 1, "a mask output has one label: what it marks")
     reject = out.get("reject", "")
     _check(isinstance(reject, str) and (reject == "" or reject in labels), f"output reject {str(reject)[:40]!r} is not one of the labels")
     shape = inp.get("shape")
@@ -135,6 +147,7 @@ def from_props(props: dict[str, str]) -> ModelInfo:
                               std=tuple(float(v) for v in std), color=color, fit=fit, resize_shorter=shorter),
         provenance=prov,
         reject=reject,
+        kind=kind,
     )
 
 

@@ -80,11 +80,13 @@ class Model:
             out = np.asarray(self.backend.run(blob))
         except Exception as exc:  # onnxruntime and cv2.dnn raise their own types, MemoryError included
             raise ModelError(f"{self.path}: {self.backend.name} failed at inference ({first_line(exc)})") from None
-        classes = len(self.info.labels)
-        if out.size != count * classes:
+        each = self.info.output_shape
+        if out.size != count * int(np.prod(each)):
+            need = " x ".join(str(v) for v in (count, *each))
+            what = f"{each[0]} labels" if self.info.kind == "logits" else f"a {each[1]}x{each[0]} mask each"
             raise ModelError(f"{self.path}: output {self.info.output_name!r} has shape {_shape_text(out.shape)}; "
-                             f"{count} inputs and {classes} labels need {count} x {classes}")
-        out = out.reshape(count, classes).astype(np.float32, copy=False)
+                             f"{count} inputs and {what} need {need}")
+        out = out.reshape(count, *each).astype(np.float32, copy=False)
         if not np.isfinite(out).all():
             raise ModelError(f"{self.path}: {self.backend.name} produced non-finite scores (NaN or infinity)")
         return out
@@ -126,7 +128,7 @@ def check_output_matches(info: ModelInfo, outputs: dict[str, tuple]) -> None:
     if info.output_name not in outputs:
         raise ModelError(f"the graph has no output {info.output_name!r} (it has {_names(outputs)})")
     shape = outputs[info.output_name]
-    if shape and isinstance(shape[-1], int) and shape[-1] != len(info.labels):
+    if info.kind == "logits" and shape and isinstance(shape[-1], int) and shape[-1] != len(info.labels):
         raise ModelError(f"the graph output {info.output_name!r} gives {shape[-1]} scores per input, "
                          f"but there are {len(info.labels)} labels")
 

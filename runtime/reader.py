@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.detector import InkDetector
 from runtime.digits import Candidate, FinderSettings, bright_ink, choose_readings, find_digits, most_prominent, to_gray
 from runtime.errors import InputError
 from runtime.model import Model
@@ -67,8 +68,13 @@ def clip_roi(roi: Box | None, shape) -> Box:
 
 class DigitReader:
     def __init__(self, model: Model, min_confidence: float = DEFAULT_MIN_CONFIDENCE, single: bool = False,
-                 finder: FinderSettings = FinderSettings(), roi: Box | None = None):
+                 finder: FinderSettings = FinderSettings(), roi: Box | None = None,
+                 detector: InkDetector | None = None):
+        """detector: an ink detector run before the finder (digits.py reads only near the ink
+        it marks); without one, the finder's rules alone decide what is ink."""
         self.model = model
+        self.detector = detector
+        self._detect_ms: float | None = None
         self.min_confidence = min_confidence
         self.single = single
         self.finder = finder
@@ -88,6 +94,7 @@ class DigitReader:
         rx, ry, rw, rh = clip_roi(self.roi, image.shape)
         if rw == 0 or rh == 0:
             raise InputError(f"the region {self.roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
+        self._detect_ms = None
         found = self._locate(image[ry : ry + rh, rx : rx + rw] if self.roi else image)
         t1 = time.perf_counter()
         best, conf = self.model.classify([c.tile for c in found])
@@ -102,7 +109,10 @@ class DigitReader:
             if readable[k] and conf[k] >= self.min_confidence:
                 x, y, w, h = found[k].box
                 digits.append(Digit(labels[best[k]], float(conf[k]), (x + rx, y + ry, w, h)))
-        return Reading(digits, {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3})
+        ms = {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3}
+        if self._detect_ms is not None:  # part of locate
+            ms["detect"] = self._detect_ms
+        return Reading(digits, ms)
 
     def _locate_digits(self, image: np.ndarray):
         pp = self.model.info.preprocess
@@ -112,7 +122,12 @@ class DigitReader:
             tile = bright_ink(gray)
             has_ink = int(tile.max()) - int(tile.min()) >= self.finder.min_contrast
             return [Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []
-        found = find_digits(gray, self.finder)
+        mask = None
+        if self.detector:
+            t = time.perf_counter()
+            mask = self.detector.ink_mask(image)
+            self._detect_ms = (time.perf_counter() - t) * 1e3
+        found = find_digits(gray, self.finder, mask)
         return most_prominent(found) if self.single else found
 
     def _locate_whole(self, image: np.ndarray):

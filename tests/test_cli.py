@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.photos import render_photo
+from train.photos import render_photo
 from runtime.cli import EXIT_OK
 from tests.conftest import write_png
 from tests.test_cli_fast import json_lines, run_cli, write_video

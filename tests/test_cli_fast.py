@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.photos import render_photo
+from train.photos import render_photo
 from runtime.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
 from runtime.digits import Candidate, find_digits, most_prominent
 from tests.conftest import ROOT, STAND_IN_READS, write_png

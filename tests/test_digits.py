@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.photos import render_photo
+from train.photos import render_photo
 from runtime.digits import FinderSettings, find_digits, ink_is_dark, normalise_tile
 
 

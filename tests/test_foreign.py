@@ -35,7 +35,7 @@ def test_without_metadata_or_flags_says_which_flags(plain_digits, tmp_path, caps
 
 
 def test_flags_make_a_plain_model_read_like_ours(stand_in_model, plain_digits, mnist_test, tmp_path, capsys):
-    from bench.photos import render_photo
+    from train.photos import render_photo
 
     images, _ = mnist_test
     img = tmp_path / "n.png"

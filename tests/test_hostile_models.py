@@ -64,7 +64,7 @@ class Base(NamedTuple):
 def base(stand_in_model, mnist_test, tmp_path_factory) -> Base:
     """The limit is run-digit's own peak on this machine plus HEADROOM: thread pools reserve
     address space per core, so a fixed limit would pass here and fail on a bigger machine."""
-    from bench.photos import render_photo
+    from train.photos import render_photo
 
     folder = tmp_path_factory.mktemp("hostile-models")
     photo = folder / "photo.png"

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.photos import render_photo
+from train.photos import render_photo
 from runtime.cli import main as run_digit
 from runtime.model import Model
 from runtime.reader import DigitReader

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bench.scenes import FAMILIES, render_scene
+from train.scenes import FAMILIES, render_scene
 
 
 def test_every_family_renders_seeded_photos(mnist_test):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.photos import render_photo
+from train.photos import render_photo
 from runtime.display import GREEN, WINDOW_TITLE
 from tests.system_packages import require
 

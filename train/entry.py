@@ -37,3 +37,11 @@ def export() -> int:
 
 def check() -> int:
     return _run("digitpipe-check", "export.check:main")
+
+
+def train_detector() -> int:
+    return _run("digitpipe-train-detector", "train.detector:main")
+
+
+def export_detector() -> int:
+    return _run("digitpipe-export-detector", "export.detector:main")

@@ -1,7 +1,7 @@
 """Everyday scenes: digits on the pages and in the light people really have.
 
 Each family is one condition the reader must survive, drawn around digits written in a row
-(bench.photos.layout_ink): printed page structure (ruled lines with a margin, squared
+(train.photos.layout_ink): printed page structure (ruled lines with a margin, squared
 paper, form boxes), light (a hard-edged shadow, dim and noisy, glare), colour (coloured ink
 on coloured paper), and geometry (the page lying at an angle on a desk among other things).
 The tiles decide what is written: MNIST *test* digits for evaluation (bench.wild), never
@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.photos import layout_ink
+from train.photos import layout_ink
 
 W, H = 640, 480
 
@@ -135,17 +135,34 @@ def render_scene(family: str, tiles: list[np.ndarray], rng: np.random.Generator,
     the digits' ink coverage (0..1, h x w) where it lies in the photo."""
     if family not in FAMILIES:
         raise ValueError(f"unknown scene family {family!r}; choose from {', '.join(FAMILIES)}")
-    ink, boxes = layout_ink(tiles, rng, (W, H), rng.uniform(0.18, 0.4) * H, gap=(0.08, 0.3))
-    page = _paper(rng)
-    ink_colour = np.array(rng.uniform(25, 70, 3) if family != "colour" else INKS[int(rng.integers(len(INKS)))], np.float32)
-    if family == "colour":
+    return compose_scene((family,), tiles, rng, jpeg_quality=jpeg_quality, with_ink=with_ink)
+
+
+def compose_scene(conditions, tiles: list[np.ndarray], rng: np.random.Generator, jpeg_quality: int = 85,
+                  with_ink: bool = False, others: list[np.ndarray] = (), light_ink: bool = False,
+                  digit_height=(0.18, 0.4)):
+    """A photo under any combination of the families' conditions (none: plain paper). others:
+    light-on-dark tiles of ink that is no digit (letters, doodles), written in a second row
+    and left out of the returned ink; light_ink: chalk-like ink lighter than a dark board."""
+    conditions = set(conditions)
+    ink, boxes = layout_ink(tiles, rng, (W, H), rng.uniform(*digit_height) * H, gap=(0.08, 0.3))
+    other = layout_ink(list(others), rng, (W, H), rng.uniform(0.1, 0.3) * H)[0] if len(others) else np.zeros_like(ink)
+    other[ink > 0] = 0
+    page = _paper(rng, (20, 80) if light_ink else (185, 235))
+    if "colour" in conditions:
+        ink_colour = np.array(INKS[int(rng.integers(len(INKS)))], np.float32)
         page = page / page.mean() * np.array(PAPERS[int(rng.integers(len(PAPERS)))], np.float32) * rng.uniform(0.85, 1.0)
-    if family in FURNITURE:
-        FURNITURE[family](page, boxes, rng)
-    photo = page * (1 - ink[..., None]) + ink_colour * ink[..., None]
-    if family in LIGHT:
-        photo = LIGHT[family](photo, rng)
-    if family == "desk":
+    else:
+        ink_colour = np.array(rng.uniform(190, 250, 3) if light_ink else rng.uniform(25, 70, 3), np.float32)
+    for name in FURNITURE:
+        if name in conditions:
+            FURNITURE[name](page, boxes, rng)
+    written = np.maximum(ink, other)[..., None]
+    photo = page * (1 - written) + ink_colour * written
+    for name in LIGHT:
+        if name in conditions:
+            photo = LIGHT[name](photo, rng)
+    if "desk" in conditions:
         photo, m = page_on_desk(photo, rng)
         ink = cv2.warpPerspective(ink, m, (W, H), flags=cv2.INTER_LINEAR)
     photo = photo + rng.normal(0, 3, photo.shape)

@@ -1,0 +1,181 @@
+"""`python -m export.detector`: the ink detector's checkpoint -> a verified, self-describing ONNX file.
+
+The same contract as the classifier (runtime/metadata.py, output kind "mask") and the same
+rule: the candidate is verified as the bytes it is, on onnxruntime and cv2.dnn, and only
+then renamed over the target. Verified means
+  1. onnx.checker's full check;
+  2. random inputs: every logit within ATOL of PyTorch's;
+  3. held-out generated scenes written as PNG files, read and resized by the runtime's
+     own code: every logit within ATOL of PyTorch's on the training transform, no pixel
+     whose mark differs (beyond ATOL of the threshold), and the runtime's preprocessing
+     within PREPROCESS_ATOL of the training transform.
+The report also gives each runtime's IoU with the scenes' true ink.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from export.cli import install
+from export.onnx_export import DEFAULT_OPSET, INPUT_NAME, attach_metadata, input_shape
+from export.verify import ATOL, PREPROCESS_ATOL, Comparison, _checked
+from runtime.detector import InkDetector
+from runtime.errors import ModelError, first_line
+from runtime.imageio import read_image
+from runtime.metadata import ModelInfo, Preprocess
+from train import checkpoint
+from train.detector import HEIGHT, WIDTH, camera, distractor_tiles, load_detector, to_input, training_tiles
+from train.scenes import compose_scene
+
+OUTPUT_NAME = "ink"
+LABEL = "digit ink"
+VERIFY_SEED = 7_000_001  # scenes no training run draws (training uses its seed and seed + 1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="digitpipe-export-detector", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default="artifacts/detector.pt", help="checkpoint written by train.detector")
+    p.add_argument("--out", default="artifacts/detector.onnx", help="ONNX file to write (report beside it)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset to pin")
+    p.add_argument("--verify-scenes", type=int, default=60, help="held-out scenes to verify on")
+    p.add_argument("--data-dir", default="data", help="where MNIST is found (the scenes' digits)")
+    return p
+
+
+def export_detector_onnx(net: torch.nn.Module, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.zeros(1, 3, HEIGHT, WIDTH),), buf, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    return onnx.load_from_string(buf.getvalue())
+
+
+def detector_info(proto: onnx.ModelProto, ckpt: dict, ckpt_sha: str, opset: int) -> ModelInfo:
+    provenance = {
+        "task": "ink-detector", "training": ckpt["config"], "held_out_scenes": ckpt.get("result", {}),
+        "checkpoint_sha256": ckpt_sha, "exporter": "torchscript", "opset": opset,
+        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"torch": str(torch.__version__), "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__},
+    }
+    # Training feeds pixels / 255 in OpenCV's BGR order, resized with INTER_AREA as the runtime does.
+    pp = Preprocess(width=WIDTH, height=HEIGHT, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), color="bgr", fit="resize")
+    return ModelInfo(labels=(LABEL,), input_name=INPUT_NAME, input_shape=input_shape(proto), output_name=OUTPUT_NAME,
+                     preprocess=pp, provenance=provenance, kind="mask")
+
+
+def verify_scenes(count: int, data_dir: str, seed: int = VERIFY_SEED):
+    """Full-size held-out photos (every condition, mixed) and their true ink at the detector's size."""
+    digits = training_tiles(data_dir)
+    others = distractor_tiles(200, seed, digits)
+    rng = np.random.default_rng(seed)
+    photos, truth = [], []
+    families = ("ruled", "grid", "form", "shadow", "dim", "glare", "colour", "desk", None)
+    for k in range(count):
+        family = families[k % len(families)]
+        tiles = [digits[int(i)] for i in rng.integers(len(digits), size=int(rng.integers(1, 5)))]
+        photo, ink = compose_scene((family,) if family else (), tiles, rng, with_ink=True,
+                                   others=[others[k]] if k % 3 == 0 else [])
+        photos.append(camera(photo, rng))
+        truth.append(cv2.resize((ink > 0.3).astype(np.float32), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA) > 0.2)
+    return photos, np.stack(truth)
+
+
+def mask_comparison(name: str, reference: np.ndarray, candidate: np.ndarray) -> Comparison:
+    """Logits of masks: the largest difference, and the pixels marked differently where the
+    reference is further than ATOL from the threshold (nearer, either mark is right)."""
+    diff = float(np.abs(reference - candidate).max())
+    decided = np.abs(reference) > ATOL
+    differing = int(((reference > 0) != (candidate > 0))[decided].sum())
+    return Comparison(name, len(reference), diff, 1.0 - differing / max(int(decided.sum()), 1), differing)
+
+
+def iou(mask: np.ndarray, truth: np.ndarray) -> float:
+    return float((mask & truth).sum() / max((mask | truth).sum(), 1))
+
+
+def verify_detector(path: Path, runtimes: dict, net: torch.nn.Module, photos: list, truth: np.ndarray) -> dict:
+    report = _checked(path, kind="float32", atol=ATOL, task="ink-detector")
+    x = torch.rand(8, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = net(x)[:, 0].numpy()
+    comparisons = [mask_comparison(f"random inputs: {name}", ref, rt.logits(x.numpy())) for name, rt in runtimes.items()]
+    small = np.stack([cv2.resize(p, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA) for p in photos])
+    train_input = to_input(torch.from_numpy(small).permute(0, 3, 1, 2))
+    with torch.no_grad():
+        ref = torch.cat([net(train_input[i : i + 32]) for i in range(0, len(small), 32)])[:, 0].numpy()
+    quality = {"pytorch": iou(ref > 0, truth)}
+    preprocess_diff = 0.0
+    with tempfile.TemporaryDirectory(prefix="digitpipe-verify-") as tmp:
+        files = []
+        for i, photo in enumerate(photos):
+            files.append(Path(tmp) / f"{i:04d}.png")
+            if not cv2.imwrite(str(files[-1]), photo):
+                raise OSError(f"cannot write {files[-1]}")
+        for name, rt in runtimes.items():
+            detector = InkDetector(rt)
+            images = [read_image(f) for f in files]
+            blob = np.concatenate([rt.blob([cv2.resize(im, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)])
+                                   for im in images])
+            preprocess_diff = max(preprocess_diff, float(np.abs(blob - train_input.numpy()).max()))
+            logits = np.stack([detector.logits(im) for im in images])
+            comparisons.append(mask_comparison(f"scene files: {name}", ref, logits))
+            quality[name] = iou(logits > 0, truth)
+    report.update(comparisons=[c.to_dict() for c in comparisons], preprocess_max_abs_diff=preprocess_diff,
+                  iou_with_true_ink=quality, scenes=len(photos),
+                  providers={name: rt.backend.providers for name, rt in runtimes.items()})
+    report["passed"] = all(c.passed() for c in comparisons) and preprocess_diff <= PREPROCESS_ATOL
+    return report
+
+
+def export_detector(args: argparse.Namespace, log=print) -> dict:
+    ckpt_path, out = Path(args.checkpoint), Path(args.out)
+    net, ckpt = load_detector(ckpt_path)
+    ckpt_sha = checkpoint.sha256_of(ckpt_path)
+    proto = export_detector_onnx(net, args.opset)
+    info = detector_info(proto, ckpt, ckpt_sha, args.opset)
+    data = attach_metadata(proto, info).SerializeToString()
+    photos, truth = verify_scenes(args.verify_scenes, args.data_dir)
+    log(f"verifying the {len(data) / 1e6:.2f} MB detector on {len(photos)} held-out scenes")
+    common = dict(checkpoint=str(ckpt_path), checkpoint_sha256=ckpt_sha, exporter="torchscript", opset=args.opset,
+                  input_shape=list(info.input_shape), versions=info.provenance["versions"])
+    return install(data, out, lambda path, runtimes: verify_detector(path, runtimes, net, photos, truth), common)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = export_detector(args)
+    except checkpoint.CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, OSError, ModelError) as exc:
+        print(f"error: detector export failed ({first_line(exc)}); the previous detector is unchanged", file=sys.stderr)
+        return 1
+    for c in report["comparisons"]:
+        print(f"{c['name']:<28} max|dlogit| {c['max_abs_logit_diff']:.2e}  marks differing {c['differing_predictions']}")
+    print("IoU with the true ink: " + ", ".join(f"{k} {v:.3f}" for k, v in report["iou_with_true_ink"].items()))
+    if not report["passed"]:
+        print(f"error: verification failed; {report['model']} is unchanged (figures in {report['report_path']})",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {report['model']} (verified; report {report['report_path']} and .md)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

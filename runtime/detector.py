@@ -1,0 +1,46 @@
+"""The ink detector at run time: which pixels of a frame are digit ink (train/detector.py).
+
+The detector is an ONNX file with the same metadata contract as the classifier, output kind
+"mask": one logit per pixel of a small copy of the frame. The finder then binarises only
+near what it marked (runtime/digits.py), so rules, boxes, shadow edges and the desk around a
+page are not read as digits.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.errors import ModelError
+from runtime.model import Model
+from runtime.preprocess import resize_to_input
+
+DETECTOR_NAME = "detector.onnx"  # run-digit looks for it beside the classifier
+
+
+class InkDetector:
+    def __init__(self, model: Model):
+        if model.info.kind != "mask":
+            raise ModelError(f"{model.path}: is a classifier, not an ink detector (its output kind is "
+                             f"{model.info.kind!r}, a detector's is 'mask')")
+        self.model = model
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "onnxruntime", device: str = "auto", **kwargs) -> "InkDetector":
+        return cls(Model(path, backend, device, **kwargs))
+
+    def logits(self, image: np.ndarray) -> np.ndarray:
+        """The detector's logits (H x W at its input size) for a gray or BGR uint8 frame."""
+        small = resize_to_input(image, self.model.info.preprocess)
+        return self.model.logits(self.model.blob([small]))[0]
+
+    def ink_mask(self, image: np.ndarray) -> np.ndarray:
+        """Where the detector marks digit ink: bool, at its input size (a logit above 0)."""
+        return self.logits(image) > 0
+
+
+def check_is_classifier(model: Model) -> None:
+    """--model must be a classifier: a detector given there gets a one-line hint."""
+    if model.info.kind != "logits":
+        raise ModelError(f"{model.path}: is an ink detector, not a classifier (pass it as --detector)")

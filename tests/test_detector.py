@@ -1,0 +1,168 @@
+"""The ink detector: trained on generated scenes, exported and verified on both backends,
+run by run-digit before the finder; the finder reads only near the ink it marks."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.cli import EXIT_OK, EXIT_USAGE, main
+from runtime.detector import InkDetector
+from runtime.digits import find_digits
+from runtime.errors import ModelError
+from runtime.model import Model
+from tests.conftest import DATA_DIR, SEED
+from train.photos import render_photo
+from train.scenes import compose_scene
+
+# A short run of the shipped recipe: enough to mark digit ink well above chance on held-out
+# scenes. Its held-out IoU measured 0.67 and 0.59 (seeds 0 and 1, ATEN_CPU_CAPABILITY=default,
+# OMP_NUM_THREADS=1; the shipped 900-step run: 0.80): the floor leaves a wide margin below.
+SHORT = dict(scenes=300, steps=150, val_scenes=60)
+IOU_FLOOR = 0.3
+
+
+@pytest.fixture(scope="session")
+def detector(tmp_path_factory):
+    """(onnx path, export report, training result) of a short real detector run."""
+    from export.detector import build_parser, export_detector
+    from train.detector import DetectorConfig, save_detector, train_detector
+
+    folder = tmp_path_factory.mktemp("detector")
+    cfg = DetectorConfig(**SHORT, seed=SEED, data_dir=str(DATA_DIR), out=str(folder / "detector.pt"))
+    net, result = train_detector(cfg, log=lambda *_: None)
+    save_detector(folder / "detector.pt", net, cfg, result)
+    args = build_parser().parse_args(["--checkpoint", cfg.out, "--out", str(folder / "detector.onnx"),
+                                      "--verify-scenes", "18", "--data-dir", str(DATA_DIR)])
+    report = export_detector(args, log=lambda *_: None)
+    return folder / "detector.onnx", report, result
+
+
+def test_a_short_run_learns_to_mark_digit_ink(detector):
+    _, _, result = detector
+    assert result.iou >= IOU_FLOOR, result
+    assert result.recall >= 0.5, result  # most digit ink is marked
+
+
+def test_the_export_is_verified_on_both_backends_and_says_what_it_is(detector):
+    path, report, _ = detector
+    assert report["passed"], report
+    assert path.is_file() and path.with_suffix(".report.json").is_file()
+    names = {c["name"] for c in report["comparisons"]}
+    assert {"scene files: onnxruntime", "scene files: opencv", "random inputs: onnxruntime",
+            "random inputs: opencv"} <= names
+    assert all(c["max_abs_logit_diff"] <= report["atol"] for c in report["comparisons"])
+    for backend in ("onnxruntime", "opencv"):
+        model = Model(path, backend)
+        assert model.info.kind == "mask" and model.info.preprocess.color == "bgr"
+        assert model.info.provenance["task"] == "ink-detector"
+    assert "IoU with the true digit ink" in path.with_suffix(".report.md").read_text()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
+def test_the_mask_marks_the_digits_and_not_the_rules(detector, mnist_test, backend):
+    """On held-out notebook pages, most of what it marks lies on digit ink, not on the rules."""
+    images, _ = mnist_test
+    ink_detector = InkDetector.load(detector[0], backend)
+    rng = np.random.default_rng(11)
+    on_ink = marked = 0
+    for k in range(6):
+        photo, ink = compose_scene({"ruled"}, [images[k], images[k + 6]], rng, with_ink=True)
+        mask = ink_detector.ink_mask(photo)
+        near_ink = cv2.dilate(cv2.resize((ink > 0.3).astype(np.uint8), mask.shape[::-1], interpolation=cv2.INTER_AREA),
+                              np.ones((3, 3), np.uint8)) > 0
+        on_ink += int((mask & near_ink).sum())
+        marked += int(mask.sum())
+    assert marked > 0 and on_ink / marked > 0.5
+
+
+def test_the_finder_reads_only_near_marked_ink(mnist_test):
+    images, _ = mnist_test
+    photo = render_photo([images[0], images[1]], np.random.default_rng(3))
+    everything = find_digits(photo)
+    assert len(everything) >= 2
+    x, y, w, h = everything[0].box
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[y + h // 3 : y + 2 * h // 3, x + w // 3 : x + 2 * w // 3] = True  # the first digit only
+    only_first = find_digits(photo, ink_mask=cv2.resize(mask.astype(np.uint8), (160, 120)) > 0)
+    assert [c.box[0] for c in only_first] and all(abs(c.box[0] - x) < w for c in only_first)
+    assert find_digits(photo, ink_mask=np.zeros((120, 160), bool)) == []
+
+
+def test_the_marked_ink_decides_polarity(mnist_test):
+    """Chalk on a dark board: the marked pixels are lighter than the paper around them."""
+    images, _ = mnist_test
+    rng = np.random.default_rng(5)
+    photo, ink = compose_scene((), [images[2]], rng, with_ink=True, light_ink=True)
+    mask = cv2.resize((ink > 0.3).astype(np.uint8), (160, 120), interpolation=cv2.INTER_AREA) > 0
+    found = find_digits(photo, ink_mask=mask)
+    assert len(found) == 1
+    ys, xs = np.nonzero(ink > 0.3)
+    x, y, w, h = found[0].box
+    assert abs(x - xs.min()) <= 8 and abs(y - ys.min()) <= 8
+
+
+def test_run_digit_uses_the_detector_beside_the_model(detector, stand_in_model, tmp_path, capsys, mnist_test):
+    import shutil
+
+    images, _ = mnist_test
+    folder = tmp_path / "models"
+    folder.mkdir()
+    model = shutil.copy(stand_in_model, folder / "digits.onnx")
+    photo = tmp_path / "page.png"
+    cv2.imwrite(str(photo), np.full((480, 640, 3), 220, np.uint8))  # a blank page: nothing marked
+    shutil.copy(detector[0], folder / "detector.onnx")
+    for choice in ("auto", str(folder / "detector.onnx")):
+        assert main(["--no-window", "--json", "--model", str(model), "--detector", choice, "--image", str(photo)]) == EXIT_OK
+        reading = json.loads(capsys.readouterr().out)
+        assert reading["text"] == "" and "detect" in reading["ms"]
+    assert main(["--no-window", "--json", "--model", str(model), "--detector", "none", "--image", str(photo)]) == EXIT_OK
+    assert "detect" not in json.loads(capsys.readouterr().out)["ms"]
+
+
+def test_a_detector_and_a_classifier_are_not_mistaken_for_each_other(detector, stand_in_model, tmp_path, capsys):
+    photo = tmp_path / "page.png"
+    cv2.imwrite(str(photo), np.full((60, 80, 3), 200, np.uint8))
+    assert main(["--no-window", "--model", str(detector[0]), "--image", str(photo)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "is an ink detector, not a classifier" in err and len(err.strip().splitlines()) == 1
+    assert main(["--no-window", "--model", stand_in_model, "--detector", stand_in_model, "--image", str(photo)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "is a classifier, not an ink detector" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ModelError, match="not an ink detector"):
+        InkDetector(Model(stand_in_model))
+
+
+def test_a_damaged_detector_is_one_line_and_exit_2(detector, stand_in_model, tmp_path, capsys):
+    broken = tmp_path / "detector.onnx"
+    broken.write_bytes(detector[0].read_bytes()[:5000])
+    photo = tmp_path / "page.png"
+    cv2.imwrite(str(photo), np.full((60, 80, 3), 200, np.uint8))
+    for backend in ("onnxruntime", "opencv"):
+        assert main(["--no-window", "--model", stand_in_model, "--detector", str(broken), "--backend", backend,
+                     "--image", str(photo)]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert err.startswith("run-digit: error:") and str(broken) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failed_detector_export_keeps_the_installed_file(detector, tmp_path, capsys):
+    from export.detector import main as export_main
+
+    bad = tmp_path / "detector.pt"
+    bad.write_bytes(b"not a checkpoint")
+    out = tmp_path / "detector.onnx"
+    out.write_bytes(detector[0].read_bytes())
+    assert export_main(["--checkpoint", str(bad), "--out", str(out)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert out.read_bytes() == detector[0].read_bytes()
+
+
+def test_training_refuses_unknown_families(capsys, tmp_path):
+    from train.detector import main as train_main
+
+    assert train_main(["--exclude", "ruled,moon", "--out", str(tmp_path / "d.pt"), "--data-dir", str(DATA_DIR)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown scene families ['moon']" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d.pt").exists()
