@@ -136,7 +136,9 @@ def throughput(model: Path, ckpt: Path, images: np.ndarray, repeats: int, batch:
 
 
 def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, repeats: int) -> dict:
-    """640x480 frames of 1-4 digit numbers through DigitReader.read, and through decoding too."""
+    """640x480 frames of 1-4 digit numbers through DigitReader.read, and through decoding too;
+    with the ink detector beside the model (when there is one) and with the finder's rules alone."""
+    from runtime.detector import DETECTOR_NAME, InkDetector
     from train.photos import render_photo
     from runtime.model import Model
     from runtime.reader import DigitReader
@@ -153,8 +155,11 @@ def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, 
         for f in clips:
             writer.write(f)
         writer.release()
-        for backend in ("onnxruntime", "opencv"):
-            reader = DigitReader(Model(model, backend=backend, device="cpu"))
+        detector = model.with_name(DETECTOR_NAME)
+        setups = [(b, d) for b in ("onnxruntime", "opencv") for d in ((True, False) if detector.is_file() else (False,))]
+        for backend, with_detector in setups:
+            ink = InkDetector.load(detector, backend, "cpu") if with_detector else None
+            reader = DigitReader(Model(model, backend=backend, device="cpu"), detector=ink)
             for f in clips[:20]:
                 reader.read(f)
             fps, fps_decode, locate, infer = [], [], [], []
@@ -175,7 +180,7 @@ def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, 
                     n += 1
                 fps_decode.append(n / (time.perf_counter() - t))
                 cap.release()
-            out[backend] = {"fps_in_memory": stats(fps), "fps_with_decoding": stats(fps_decode),
+            out[f"{backend}, {'ink detector' if with_detector else 'rules alone'}"] = {"fps_in_memory": stats(fps), "fps_with_decoding": stats(fps_decode),
                             "locate_ms_p50": percentile(locate, 50), "infer_ms_p50": percentile(infer, 50)}
     return out
 
