@@ -16,7 +16,8 @@ from runtime.errors import ModelError
 from runtime.model import Model
 from runtime.preprocess import resize_to_input
 
-DETECTOR_NAME = "detector.onnx"  # run-digit looks for it beside the classifier
+DETECTOR_NAME = "detector.onnx"
+SURE = 3.0  # logit (probability 0.95)  # run-digit looks for it beside the classifier
 
 
 class InkDetector:
@@ -36,8 +37,19 @@ class InkDetector:
         return self.model.logits(self.model.blob([small]))[0]
 
     def ink_mask(self, image: np.ndarray) -> np.ndarray:
-        """Where the detector marks digit ink: bool, at its input size (a logit above 0)."""
-        return self.logits(image) > 0
+        """Where the detector marks digit ink: bool, at its input size. Hysteresis, as edge
+        detectors threshold: a part marked with logits above 0 counts only when the detector
+        is sure (a logit above SURE) somewhere in it; speckles it is unsure of everywhere
+        (textures of photographs) are dropped."""
+        logits = self.logits(image)
+        marked = (logits > 0).astype(np.uint8)
+        count, parts = cv2.connectedComponents(marked, connectivity=8)
+        if count <= 1:
+            return marked > 0
+        sure = np.zeros(count, bool)
+        sure[parts[logits > SURE]] = True
+        sure[0] = False
+        return sure[parts]
 
 
 def check_is_classifier(model: Model) -> None:
