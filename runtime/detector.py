@@ -37,19 +37,20 @@ class InkDetector:
         return self.model.logits(self.model.blob([small]))[0]
 
     def ink_mask(self, image: np.ndarray) -> np.ndarray:
-        """Where the detector marks digit ink: bool, at its input size. Hysteresis, as edge
-        detectors threshold: a part marked with logits above 0 counts only when the detector
-        is sure (a logit above SURE) somewhere in it; speckles it is unsure of everywhere
-        (textures of photographs) are dropped."""
-        logits = self.logits(image)
-        marked = (logits > 0).astype(np.uint8)
-        count, parts = cv2.connectedComponents(marked, connectivity=8)
-        if count <= 1:
-            return marked > 0
-        sure = np.zeros(count, bool)
-        sure[parts[logits > SURE]] = True
-        sure[0] = False
-        return sure[parts]
+        """Where the detector marks digit ink: bool, at its input size (see sure_parts)."""
+        return sure_parts(self.logits(image))
+
+
+def sure_parts(logits: np.ndarray, sure: float = SURE) -> np.ndarray:
+    """Hysteresis, as edge detectors threshold: a part marked with logits above 0 counts only
+    when the detector is sure (a logit above `sure`) somewhere in it; speckles it is unsure of
+    everywhere (textures of photographs) are dropped."""
+    marked = (logits > 0).astype(np.uint8)
+    count, parts = cv2.connectedComponents(marked, connectivity=8)
+    keep = np.zeros(count, bool)
+    keep[parts[logits > sure]] = True
+    keep[0] = False  # the unmarked background
+    return keep[parts]
 
 
 def check_is_classifier(model: Model) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime.cli import EXIT_OK, EXIT_USAGE, main
-from runtime.detector import InkDetector
+from runtime.detector import InkDetector, sure_parts
 from runtime.digits import find_digits
 from runtime.errors import ModelError
 from runtime.model import Model
@@ -166,3 +166,14 @@ def test_training_refuses_unknown_families(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "unknown scene families ['moon']" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d.pt").exists()
+
+
+def test_only_parts_the_detector_is_sure_of_somewhere_count():
+    logits = np.full((12, 16), -5.0, np.float32)
+    logits[1:4, 1:4] = 0.5  # unsure everywhere: dropped
+    logits[6:10, 6:12] = 1.0
+    logits[8, 9] = 4.0  # one sure pixel keeps its whole part
+    mask = sure_parts(logits, sure=3.0)
+    assert not mask[1:4, 1:4].any()
+    assert mask[6:10, 6:12].all() and mask.sum() == 24
+    assert not sure_parts(np.full((5, 5), -1.0, np.float32)).any()
