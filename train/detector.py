@@ -40,7 +40,7 @@ class DetectorConfig:
     exclude: tuple[str, ...] = ()  # scene families never shown (leave-one-family-out)
     data_dir: str = "data"
     out: str = "artifacts/detector.pt"
-    threads: int = 0  # torch CPU threads (0: torch's default)
+    threads: int = 0  # torch CPU threads (0: torch's default); training runs on CUDA when present
     val_scenes: int = 200
 
     def to_dict(self) -> dict:
@@ -177,8 +177,9 @@ class DetectorResult:
 
 def mask_scores(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
     """IoU, precision and recall of the thresholded mask (logit > 0) on scenes."""
+    device = next(net.parameters()).device
     with torch.no_grad():
-        pred = torch.cat([net(to_input(x[i : i + 64])) > 0 for i in range(0, len(x), 64)])
+        pred = torch.cat([(net(to_input(x[i : i + 64].to(device))) > 0).cpu() for i in range(0, len(x), 64)])
     tp = (pred & y).sum().item()
     fp = (pred & ~y).sum().item()
     fn = (~pred & y).sum().item()
@@ -199,16 +200,17 @@ def train_detector(cfg: DetectorConfig, log=print) -> tuple[nn.Module, DetectorR
     log(f"detector: {cfg.scenes} training scenes generated in {time.perf_counter() - t0:.0f} s "
         f"({100 * y.float().mean():.1f}% digit ink)" + (f", without {', '.join(cfg.exclude)}" if cfg.exclude else ""))
     torch.manual_seed(cfg.seed)
-    net = InkNet()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = InkNet().to(device)
     opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     order = torch.Generator().manual_seed(cfg.seed)
-    pos_weight = torch.tensor(4.0)  # ink is ~3% of the pixels: missing it costs more than a stray mark
+    pos_weight = torch.tensor(4.0, device=device)  # ink is ~3% of the pixels: missing it costs more than a stray mark
     history = []
     net.train()
     for step in range(cfg.steps):
         i = torch.randint(0, len(x), (cfg.batch_size,), generator=order)
-        xb, yb = to_input(x[i]), y[i].float()
+        xb, yb = to_input(x[i].to(device)), y[i].to(device).float()
         if torch.rand(1, generator=order).item() < 0.5:  # mirrored: digits are not, the scene's structure is
             xb, yb = xb.flip(3), yb.flip(3)
         loss = F.binary_cross_entropy_with_logits(net(xb), yb, pos_weight=pos_weight)
@@ -223,6 +225,7 @@ def train_detector(cfg: DetectorConfig, log=print) -> tuple[nn.Module, DetectorR
             log(f"detector: step {step + 1}/{cfg.steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)")
     net.eval()
     iou, precision, recall = mask_scores(net, vx, vy)
+    net = net.cpu()  # checkpoints and export work on the CPU
     result = DetectorResult(iou, precision, recall, time.perf_counter() - t0, history)
     log(f"detector: held-out scenes: IoU {iou:.3f}, precision {precision:.3f}, recall {recall:.3f} "
         f"({result.seconds:.0f} s in all)")
