@@ -19,15 +19,15 @@ from bench.wild import evaluate, wild_set
 from train.scenes import FAMILIES
 
 
-def detector_without(family: str, folder: Path, data_dir: str, log) -> Path:
+def detector_without(family: str, folder: Path, data_dir: str, log, generic: bool = False) -> Path:
     """Train, export and verify the detector that never saw `family` (reused when present)."""
     from export.detector import build_parser as export_parser, export_detector
     from train.detector import DetectorConfig, save_detector, train_detector
 
-    onnx_path = folder / f"without-{family}.onnx"
+    onnx_path = folder / f"without-{family}{'-generic' if generic else ''}.onnx"
     if onnx_path.is_file():
         return onnx_path
-    cfg = DetectorConfig(exclude=(family,), data_dir=data_dir, out=str(folder / f"without-{family}.pt"))
+    cfg = DetectorConfig(exclude=(family,), data_dir=data_dir, out=str(onnx_path.with_suffix(".pt")), generic=generic)
     net, result = train_detector(cfg, log=log)
     save_detector(Path(cfg.out), net, cfg, result)
     report = export_detector(export_parser().parse_args(["--checkpoint", cfg.out, "--out", str(onnx_path),
@@ -45,13 +45,15 @@ def main(argv=None) -> int:
     p.add_argument("--folder", default="artifacts/lofo", type=Path, help="where the detectors are kept")
     p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families to leave out in turn")
     p.add_argument("--data-dir", default="data")
+    p.add_argument("--generic", action="store_true", help="train with train.detector --generic")
     p.add_argument("--out", default="artifacts/lofo.json")
     args = p.parse_args(argv)
     t = time.perf_counter()
     sets = wild_set(args.count)
     results = {}
     for family in [f for f in args.families.split(",") if f]:
-        detector = detector_without(family, args.folder, args.data_dir, log=lambda *a: print(*a, file=sys.stderr, flush=True))
+        detector = detector_without(family, args.folder, args.data_dir, generic=args.generic,
+                                    log=lambda *a: print(*a, file=sys.stderr, flush=True))
         row = evaluate(args.model, args.count, only=f"scene:{family}", detector=str(detector), sets=sets)[f"scene:{family}"]
         results[family] = row
         print(f"{family}: left out {row['exact@0.55']:.1%}", file=sys.stderr, flush=True)

@@ -177,3 +177,13 @@ def test_only_parts_the_detector_is_sure_of_somewhere_count():
     assert not mask[1:4, 1:4].any()
     assert mask[6:10, 6:12].all() and mask.sum() == 24
     assert not sure_parts(np.full((5, 5), -1.0, np.float32)).any()
+
+
+def test_generic_randomisation_keeps_the_ink_target_with_the_page(mnist_test):
+    """Light and backgrounds no family names: the page moves and the target moves with it."""
+    from train.detector import make_scenes
+
+    images, _ = mnist_test
+    x, y = make_scenes(12, 4, images[:50], np.zeros((5, 28, 28), np.uint8), generic=True)
+    assert x.shape == (12, 3, 120, 160) and y.shape == (12, 1, 120, 160)
+    assert 0.002 < y.float().mean() < 0.2  # digit ink, a small share of each frame
