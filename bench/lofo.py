@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench.wild import evaluate, wild_set
+from train.detector import DetectorConfig
 from train.scenes import FAMILIES
 
 
@@ -45,7 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--folder", default="artifacts/lofo", type=Path, help="where the detectors are kept")
     p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families to leave out in turn")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--generic", action="store_true", help="train with train.detector --generic")
+    p.add_argument("--generic", action=argparse.BooleanOptionalAction, default=DetectorConfig().generic,
+                   help="train with train.detector --generic (the shipped recipe's default)")
     p.add_argument("--out", default="artifacts/lofo.json")
     args = p.parse_args(argv)
     t = time.perf_counter()
