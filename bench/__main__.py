@@ -180,8 +180,9 @@ def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, 
                     n += 1
                 fps_decode.append(n / (time.perf_counter() - t))
                 cap.release()
-            out[f"{backend}, {'ink detector' if with_detector else 'rules alone'}"] = {"fps_in_memory": stats(fps), "fps_with_decoding": stats(fps_decode),
-                            "locate_ms_p50": percentile(locate, 50), "infer_ms_p50": percentile(infer, 50)}
+            out[f"{backend}, {'ink detector' if with_detector else 'rules alone'}"] = {
+                "fps_in_memory": stats(fps), "fps_with_decoding": stats(fps_decode),
+                "locate_ms_p50": percentile(locate, 50), "infer_ms_p50": percentile(infer, 50)}
     return out
 
 

@@ -23,7 +23,7 @@ from train.scenes import FAMILIES
 def detector_without(family: str, folder: Path, data_dir: str, log, generic: bool = False) -> Path:
     """Train, export and verify the detector that never saw `family` (reused when present)."""
     from export.detector import build_parser as export_parser, export_detector
-    from train.detector import DetectorConfig, save_detector, train_detector
+    from train.detector import save_detector, train_detector
 
     onnx_path = folder / f"without-{family}{'-generic' if generic else ''}.onnx"
     if onnx_path.is_file():

@@ -31,11 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train.photos import render_photo
+from train.photos import HERSHEY, render_photo
 from train.scenes import FAMILIES, render_scene
 
-HERSHEY = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
-           cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX]
 
 
 def degrade(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -214,13 +212,6 @@ def write_failures(folder: Path, items, readings, threshold: float) -> int:
     return written
 
 
-def default_detector(choice: str) -> str | None:
-    """--detector auto|none|PATH -> a detector file or None."""
-    if choice == "none" or (choice == "auto" and not Path("artifacts/detector.onnx").is_file()):
-        return None
-    return "artifacts/detector.onnx" if choice == "auto" else choice
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.wild", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -233,9 +224,12 @@ def main(argv=None) -> int:
                         "boxes found and the reading against the truth")
     p.add_argument("--only", metavar="PREFIX", default="", help="evaluate only kinds starting with this (e.g. scene:)")
     p.add_argument("--detector", default="auto", metavar="ONNX|auto|none",
-                   help="ink detector before the finder; auto: artifacts/detector.onnx when it exists")
+                   help="ink detector before the finder, as run-digit's --detector: auto uses detector.onnx beside --model")
     args = p.parse_args(argv)
-    detector = default_detector(args.detector)
+    from runtime.detector import detector_path
+
+    found = detector_path(args.detector, args.model)
+    detector = str(found) if found else None
     print(f"reading with {'the ink detector ' + detector if detector else 'the finder rules alone'}", file=sys.stderr)
     t = time.perf_counter()
     results = evaluate(args.model, args.count, gallery=args.gallery, only=args.only, detector=detector)

@@ -52,16 +52,31 @@ def model_info(ckpt: dict, proto: onnx.ModelProto, exporter: str, opset: int, ck
     provenance = {
         "dataset": spec.name, "arch": ckpt["model_config"]["arch"], "model_config": ckpt["model_config"],
         "test_accuracy": metrics.get("test_acc"), "val_accuracy": metrics.get("val_acc"),
-        "best_epoch": metrics.get("epoch"), "checkpoint_sha256": ckpt_sha, "exporter": exporter, "opset": opset,
-        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"torch": str(torch.__version__), "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__},
+        "best_epoch": metrics.get("epoch"), **export_stamp(ckpt_sha, exporter, opset),
     }
     return ModelInfo(
         labels=tuple(spec.labels), input_name=INPUT_NAME, input_shape=input_shape(proto), output_name=OUTPUT_NAME,
         preprocess=spec.preprocess,
         provenance=provenance, reject=spec.reject,
     )
+
+
+def export_stamp(ckpt_sha: str, exporter: str, opset: int) -> dict:
+    """Provenance every exported file carries: its checkpoint, how and when it was exported, with what."""
+    return {"checkpoint_sha256": ckpt_sha, "exporter": exporter, "opset": opset,
+            "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"torch": str(torch.__version__), "onnx": onnx.__version__,
+                         "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__}}
+
+
+def announce(report: dict) -> int:
+    """The verdict line of one installed (or refused) file; its exit code."""
+    if not report["passed"]:
+        print(f"error: verification failed; {report['model']} is unchanged (figures in {report['report_path']})",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {report['model']} (verified; report {report['report_path']} and .md)")
+    return 0
 
 
 def export_checkpoint(args: argparse.Namespace, log=print) -> dict:
@@ -142,11 +157,8 @@ def main(argv=None) -> int:
         if r is None:
             continue
         print(format_report(r))
-        if not r["passed"]:
-            print(f"error: verification failed; {r['model']} is unchanged (figures in {r['report_path']})",
-                  file=sys.stderr)
+        if announce(r):
             return 1
-        print(f"wrote {r['model']} (verified; report {r['report_path']} and .md)")
     return 0
 
 

@@ -11,11 +11,10 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import cv2
 
-from runtime.detector import DETECTOR_NAME, InkDetector, check_is_classifier
+from runtime.detector import DETECTOR_NAME, InkDetector, check_is_classifier, detector_path
 from runtime.errors import InputError, ModelError, first_line
 from runtime.foreign import Overrides, parse_numbers, parse_size
 from runtime.imageio import DEFAULT_MAX_PIXELS, read_image
@@ -144,15 +143,14 @@ def main(argv=None) -> int:
 
 def load_detector(args, model: Model) -> InkDetector | None:
     """The --detector to run before the finder, or None (the finder's rules alone)."""
-    beside = Path(args.model).with_name(DETECTOR_NAME)
-    if args.detector == "none" or (args.detector == "auto" and not beside.is_file()):
+    path = detector_path(args.detector, args.model)
+    if path is None:
         return None
     if model.info.preprocess.fit != "digit":
         if args.detector == "auto":
             return None
         raise ModelError(f"--detector: {args.model} reads whole images (fit {model.info.preprocess.fit!r}); "
                          "a detector serves models that find digits")
-    path = beside if args.detector == "auto" else args.detector
     return InkDetector.load(path, args.backend, args.device, check_report=bool(args.check_model),
                             max_input_pixels=args.max_model_pixels)
 

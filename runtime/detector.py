@@ -16,8 +16,19 @@ from runtime.errors import ModelError
 from runtime.model import Model
 from runtime.preprocess import resize_to_input
 
-DETECTOR_NAME = "detector.onnx"
-SURE = 3.0  # logit (probability 0.95)  # run-digit looks for it beside the classifier
+DETECTOR_NAME = "detector.onnx"  # run-digit looks for it beside the classifier
+SURE = 3.0  # logit (probability 0.95)
+
+
+def detector_path(choice: str, model: str | Path) -> Path | None:
+    """--detector auto|none|PATH -> the detector file to load, or None for the finder's rules
+    alone. auto: DETECTOR_NAME beside the model, when there is one."""
+    if choice == "none":
+        return None
+    if choice == "auto":
+        beside = Path(model).with_name(DETECTOR_NAME)
+        return beside if beside.is_file() else None
+    return Path(choice)
 
 
 class InkDetector:

@@ -103,23 +103,18 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
     work = gray if scale == 1.0 else cv2.resize(gray, (max(1, round(w0 * scale)), max(1, round(h0 * scale))),
                                                 interpolation=interp)
     h, w = work.shape
-    region = None
     if ink_mask is None:
-        ink = bright_ink(work)
-    else:
-        region, context, dark = _detected_region(work, ink_mask, settings.mask_grow)
-        if region is None:
-            return []
-        ink = cv2.bitwise_not(work) if dark else work
-    if region is None:
         # Top-hat: keeps structures thinner than the kernel (pen strokes), drops light gradients.
         k = max(15, max(h, w) // 8) | 1
         kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
-        ink = cv2.morphologyEx(ink, cv2.MORPH_TOPHAT, kernel)
+        ink = cv2.morphologyEx(bright_ink(work), cv2.MORPH_TOPHAT, kernel)
         otsu, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         thresh_map = np.float32(max(otsu, settings.min_contrast))
     else:  # the paper's level is taken around each marked part instead: a top-hat's is wrong near shadow edges
-        ink, thresh_map = _local_ink(ink, context, settings.min_contrast)
+        region, context, dark = _detected_region(work, ink_mask, settings.mask_grow)
+        if region is None:
+            return []
+        ink, thresh_map = _local_ink(cv2.bitwise_not(work) if dark else work, context, settings.min_contrast)
         ink[~region] = 0
     binary = (ink > thresh_map).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)

@@ -74,7 +74,6 @@ class DigitReader:
         it marks); without one, the finder's rules alone decide what is ink."""
         self.model = model
         self.detector = detector
-        self._detect_ms: float | None = None
         self.min_confidence = min_confidence
         self.single = single
         self.finder = finder
@@ -86,7 +85,7 @@ class DigitReader:
 
     def locate(self, image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
         """(boxes, input-size tiles) of what to classify in an image: the runtime's preprocessing."""
-        found = self._locate(image)
+        found, _ = self._locate(image)
         return [c.box for c in found], [c.tile for c in found]
 
     def read(self, image: np.ndarray) -> Reading:
@@ -94,8 +93,7 @@ class DigitReader:
         rx, ry, rw, rh = clip_roi(self.roi, image.shape)
         if rw == 0 or rh == 0:
             raise InputError(f"the region {self.roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
-        self._detect_ms = None
-        found = self._locate(image[ry : ry + rh, rx : rx + rw] if self.roi else image)
+        found, detect_ms = self._locate(image[ry : ry + rh, rx : rx + rw] if self.roi else image)
         t1 = time.perf_counter()
         best, conf = self.model.classify([c.tile for c in found])
         t2 = time.perf_counter()
@@ -110,27 +108,28 @@ class DigitReader:
                 x, y, w, h = found[k].box
                 digits.append(Digit(labels[best[k]], float(conf[k]), (x + rx, y + ry, w, h)))
         ms = {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3}
-        if self._detect_ms is not None:  # part of locate
-            ms["detect"] = self._detect_ms
+        if detect_ms is not None:  # part of locate
+            ms["detect"] = detect_ms
         return Reading(digits, ms)
 
     def _locate_digits(self, image: np.ndarray):
+        """(candidates, ms the ink detector took, or None without one); _locate_whole alike."""
         pp = self.model.info.preprocess
         gray = to_gray(image)
         if gray.shape == (pp.height, pp.width):
             # Already a normalised tile (e.g. an MNIST image): only the polarity may differ.
             tile = bright_ink(gray)
             has_ink = int(tile.max()) - int(tile.min()) >= self.finder.min_contrast
-            return [Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []
-        mask = None
+            return ([Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []), None
+        mask = detect_ms = None
         if self.detector:
             t = time.perf_counter()
             mask = self.detector.ink_mask(image)
-            self._detect_ms = (time.perf_counter() - t) * 1e3
+            detect_ms = (time.perf_counter() - t) * 1e3
         found = find_digits(gray, self.finder, mask)
-        return most_prominent(found) if self.single else found
+        return (most_prominent(found) if self.single else found), detect_ms
 
     def _locate_whole(self, image: np.ndarray):
         pp = self.model.info.preprocess
         h, w = image.shape[:2]
-        return [Candidate((0, 0, w, h), resize_to_input(image, pp), h * w)]
+        return [Candidate((0, 0, w, h), resize_to_input(image, pp), h * w)], None

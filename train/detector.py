@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from train.photos import HERSHEY
 from train.scenes import FAMILIES, FURNITURE, compose_scene
 
 WIDTH, HEIGHT = 160, 120  # the detector's input: a 640x480 frame at a quarter of its side
@@ -121,10 +122,6 @@ def camera(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return photo
 
 
-HERSHEY = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
-           cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX)
-
-
 def printed_digit(rng: np.random.Generator) -> np.ndarray:
     """A printed digit in one of OpenCV's Hershey fonts, any weight, upright or slanted (light on dark)."""
     canvas = np.zeros((112, 112), np.uint8)
@@ -186,10 +183,7 @@ def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndar
     distract = [others[int(i)] for i in rng.integers(len(others), size=int(rng.integers(1, 4)))] \
         if rng.random() < 0.35 else []
     light_ink = "colour" not in exclude and rng.random() < 0.1
-    if not tiles:  # a page with nothing to read
-        tiles, blank = [np.zeros((28, 28), np.uint8)], True
-    else:
-        blank = False
+    tiles = tiles or [np.zeros((28, 28), np.uint8)]  # a page with nothing to read: a tile without ink
     photo, ink = compose_scene(random_conditions(rng, exclude), tiles, rng, jpeg_quality=int(rng.integers(40, 95)),
                                with_ink=True, others=distract, light_ink=light_ink, digit_height=(0.08, 0.5))
     if generic and rng.random() < 0.3:
@@ -199,7 +193,7 @@ def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndar
     photo = camera(photo, rng)
     small = cv2.resize(photo, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
     target = cv2.resize((ink > 0.3).astype(np.float32), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA) > INK_COVERAGE
-    return small, target & (not blank)
+    return small, target
 
 
 def make_scenes(count: int, seed: int, digits: np.ndarray, others: np.ndarray, exclude=(), generic: bool = False):

@@ -9,6 +9,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+# OpenCV's Hershey fonts for printed digits (bench.wild's printed kind, the detector's printed scenes)
+HERSHEY = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
+           cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX)
+
 
 def layout_ink(tiles: list[np.ndarray], rng: np.random.Generator, size=(640, 480),
                digit_height: float | None = None, gap=(0.05, 0.25)) -> tuple[np.ndarray, list[tuple]]:
