@@ -8,11 +8,13 @@ DETECTOR_ARGS ?=
 EXPORT_ARGS ?=
 TEST_ARGS   ?=
 
-.PHONY: setup system-packages train export check test test-fast bench demo clean help
+.PHONY: setup system-packages train export bundle wheel check test test-fast bench demo clean help
 help:
 	@echo "make setup   create $(VENV) with torch $(TORCH) and everything else"
 	@echo "make train   train the digit CNN and the ink detector -> artifacts/digits.pt, detector.pt (TRAIN_ARGS=, DETECTOR_ARGS=)"
 	@echo "make export  export + verify -> artifacts/digits.onnx, digits.int8.onnx, detector.onnx, reports"
+	@echo "make bundle  put the verified artifacts/digits.onnx (+ detector) inside the package: digitpipe/models/"
+	@echo "make wheel   build the installable wheel -> dist/"
 	@echo "make check   whole test set: PyTorch vs both runtimes on the float and INT8 files"
 	@echo "make test    the whole test suite, end-to-end cases included (installs the system packages it uses)"
 	@echo "make bench   benchmarks, printed and written to artifacts/bench.json"
@@ -30,16 +32,22 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/python -m train $(TRAIN_ARGS)
-	$(BIN)/python -m train.detector $(DETECTOR_ARGS)
+	$(BIN)/python -m digitpipe.train $(TRAIN_ARGS)
+	$(BIN)/python -m digitpipe.train.detector $(DETECTOR_ARGS)
 
 export: $(STAMP)
-	$(BIN)/python -m export $(EXPORT_ARGS)
-	$(BIN)/python -m export.detector
+	$(BIN)/python -m digitpipe.export $(EXPORT_ARGS)
+	$(BIN)/python -m digitpipe.export.detector
+
+bundle: $(STAMP)
+	$(BIN)/python -m digitpipe.export.bundle
+
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --no-deps -w dist .
 
 check: $(STAMP)
-	$(BIN)/python -m export.check --model artifacts/digits.onnx
-	$(BIN)/python -m export.check --model artifacts/digits.int8.onnx
+	$(BIN)/python -m digitpipe.export.check --model artifacts/digits.onnx
+	$(BIN)/python -m digitpipe.export.check --model artifacts/digits.int8.onnx
 
 # The Debian packages the tests use (tests/system_packages.py): installed when root or
 # passwordless sudo allows; otherwise the tests that need them are skipped, saying why.
@@ -60,4 +68,4 @@ demo: $(STAMP)
 	$(BIN)/run-digit --image artifacts/demo-number.png --no-window
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -43,8 +43,8 @@ def cold_start(model: Path, ckpt: Path, image: Path, repeats: int) -> dict:
     py = sys.executable
     cmds = {
         "floor: import cv2, onnxruntime, numpy": [py, "-c", "import cv2, onnxruntime, numpy"],
-        "run-digit --image (onnxruntime)": [py, "-m", "runtime", "--no-window", "--model", str(model), "--image", str(image)],
-        "run-digit --image (opencv)": [py, "-m", "runtime", "--no-window", "--backend", "opencv", "--model", str(model), "--image", str(image)],
+        "run-digit --image (onnxruntime)": [py, "-m", "digitpipe.runtime", "--no-window", "--model", str(model), "--image", str(image)],
+        "run-digit --image (opencv)": [py, "-m", "digitpipe.runtime", "--no-window", "--backend", "opencv", "--model", str(model), "--image", str(image)],
         "pytorch predictor (checkpoint)": [py, "-m", "bench.torch_predict", str(ckpt), str(image)],
     }
     # A pip-installed runtime ships compiled bytecode; an editable checkout under
@@ -62,10 +62,10 @@ def cold_start(model: Path, ckpt: Path, image: Path, repeats: int) -> dict:
 
 def load_contenders(model: Path, ckpt: Path):
     """(PyTorch model, dataset spec, {runtime: Model}) for side-by-side timing; the INT8 copy too when present."""
-    from export.quantize import int8_path
-    from runtime.model import Model
-    from train import checkpoint
-    from train.datasets import DatasetSpec
+    from digitpipe.export.quantize import int8_path
+    from digitpipe.runtime.model import Model
+    from digitpipe.train import checkpoint
+    from digitpipe.train.datasets import DatasetSpec
 
     ck = checkpoint.load(ckpt)
     int8 = int8_path(model)
@@ -79,7 +79,7 @@ def warm_latency(model: Path, ckpt: Path, tile: np.ndarray, repeats: int) -> dic
     """One image end to end in a warm process: tile -> blob -> logits -> label."""
     import torch
 
-    from train.data import normalize
+    from digitpipe.train.data import normalize
 
     net, spec, runners = load_contenders(model, ckpt)
 
@@ -106,7 +106,7 @@ def warm_latency(model: Path, ckpt: Path, tile: np.ndarray, repeats: int) -> dic
 def throughput(model: Path, ckpt: Path, images: np.ndarray, repeats: int, batch: int = 1000) -> dict:
     import torch
 
-    from train.data import normalize
+    from digitpipe.train.data import normalize
 
     net, spec, runners = load_contenders(model, ckpt)
     tiles = list(images)
@@ -138,10 +138,10 @@ def throughput(model: Path, ckpt: Path, images: np.ndarray, repeats: int, batch:
 def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, repeats: int) -> dict:
     """640x480 frames of 1-4 digit numbers through DigitReader.read, and through decoding too;
     with the ink detector beside the model (when there is one) and with the finder's rules alone."""
-    from runtime.detector import DETECTOR_NAME, InkDetector
-    from train.photos import render_photo
-    from runtime.model import Model
-    from runtime.reader import DigitReader
+    from digitpipe.runtime.detector import DETECTOR_NAME, InkDetector
+    from digitpipe.train.photos import render_photo
+    from digitpipe.runtime.model import Model
+    from digitpipe.runtime.reader import DigitReader
 
     rng = np.random.default_rng(0)
     clips = []
@@ -195,9 +195,9 @@ def training(data_dir: str = "data") -> dict:
     One run of each (they take minutes); the test set is scored after every epoch with the
     training clock stopped.
     """
-    from train.data import load_dataset
-    from train.datasets import MNIST
-    from train.engine import TrainConfig, accuracy, pick_device, predict, run
+    from digitpipe.train.data import load_dataset
+    from digitpipe.train.datasets import MNIST
+    from digitpipe.train.engine import TrainConfig, accuracy, pick_device, predict, run
 
     _, test = load_dataset(MNIST, Path(data_dir), log=lambda *_: None)
     device = pick_device("auto")
@@ -229,10 +229,10 @@ def training(data_dir: str = "data") -> dict:
 
 def finder_scale(model: Path, images: np.ndarray, labels: np.ndarray, count: int = 300) -> dict:
     """Exact-match reading and FPS on generated photos for several detection resolutions."""
-    from train.photos import render_photo
-    from runtime.digits import FinderSettings
-    from runtime.model import Model
-    from runtime.reader import DigitReader
+    from digitpipe.train.photos import render_photo
+    from digitpipe.runtime.digits import FinderSettings
+    from digitpipe.runtime.model import Model
+    from digitpipe.runtime.reader import DigitReader
 
     rng = np.random.default_rng(123)
     photos = []
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
         print(f"error: {model} and {ckpt} are needed; run `make train export` first", file=sys.stderr)
         return 2
     from bench.make_photo import mnist_test_tiles
-    from train.photos import render_photo
+    from digitpipe.train.photos import render_photo
 
     images, labels = mnist_test_tiles()
     results = {"machine": machine()}

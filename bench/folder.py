@@ -3,7 +3,7 @@
   python -m bench.folder make DIR --count 20000      # 640x480 JPEGs: DIR/train/<class>/, DIR/val/<class>/
   python -m bench.folder run DIR --loading stream --workers 2
 
-`run` starts `python -m train`'s engine in a child process for one epoch and reports, for
+`run` starts `python -m digitpipe.train`'s engine in a child process for one epoch and reports, for
 the child and its DataLoader workers together, the peak resident memory (PSS summed over
 the process tree, sampled every 0.5 s), the seconds from start to the first optimisation step,
 the epoch's wall time and its training images per second.
@@ -62,7 +62,7 @@ def make_folder(root: Path, count: int, val_share: float = 0.1, seed: int = 0) -
 CHILD = """
 import sys, time
 t0 = time.perf_counter()
-import train.engine as engine
+import digitpipe.train.engine as engine
 real = engine.training_input
 def first_step(*a, **k):
     if not getattr(first_step, "seen", False):

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 from bench.wild import evaluate, wild_set
-from train.detector import DetectorConfig
-from train.scenes import FAMILIES
+from digitpipe.train.detector import DetectorConfig
+from digitpipe.train.scenes import FAMILIES
 
 
 def detector_without(family: str, folder: Path, data_dir: str, log, generic: bool = False) -> Path:
     """Train, export and verify the detector that never saw `family` (reused when present)."""
-    from export.detector import build_parser as export_parser, export_detector
-    from train.detector import save_detector, train_detector
+    from digitpipe.export.detector import build_parser as export_parser, export_detector
+    from digitpipe.train.detector import save_detector, train_detector
 
     onnx_path = folder / f"without-{family}{'-generic' if generic else ''}.onnx"
     if onnx_path.is_file():

@@ -7,13 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train.photos import render_photo
+from digitpipe.train.photos import render_photo
 
 
 def mnist_test_tiles(data_dir: str = "data"):
     from torchvision.datasets import MNIST
 
-    from train.mnist_source import ensure_mnist
+    from digitpipe.train.mnist_source import ensure_mnist
 
     ensure_mnist(Path(data_dir), log=lambda *_: None)
     test = MNIST(data_dir, train=False)

@@ -4,9 +4,9 @@ import sys
 import cv2
 import torch
 
-from train import checkpoint
-from train.data import normalize
-from train.datasets import DatasetSpec
+from digitpipe.train import checkpoint
+from digitpipe.train.data import normalize
+from digitpipe.train.datasets import DatasetSpec
 
 
 def main(ckpt_path: str, image_path: str) -> None:

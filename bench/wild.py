@@ -31,8 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train.photos import HERSHEY, render_photo
-from train.scenes import FAMILIES, render_scene
+from digitpipe.train.photos import HERSHEY, render_photo
+from digitpipe.train.scenes import FAMILIES, render_scene
 
 
 
@@ -171,9 +171,9 @@ def classic_read(model, photo: np.ndarray) -> str:
 def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8), gallery: Path | None = None,
              only: str = "", detector: str | None = None, sets: dict | None = None) -> dict:
     """detector: an ink detector's ONNX file, or None for the finder's rules alone."""
-    from runtime.detector import InkDetector
-    from runtime.model import Model
-    from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader
+    from digitpipe.runtime.detector import InkDetector
+    from digitpipe.runtime.model import Model
+    from digitpipe.runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader
 
     sets = {k: v for k, v in (sets or wild_set(count)).items() if k.startswith(only)}
     model = Model(model_path, device="cpu")
@@ -196,8 +196,8 @@ def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7,
 def write_failures(folder: Path, items, readings, threshold: float) -> int:
     """Each photo read wrong at the default threshold, with the boxes found and a caption
     "truth | read", as numbered JPEGs a person can flip through."""
-    from runtime.display import annotate, label
-    from runtime.reader import Reading
+    from digitpipe.runtime.display import annotate, label
+    from digitpipe.runtime.reader import Reading
 
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--detector", default="auto", metavar="ONNX|auto|none",
                    help="ink detector before the finder, as run-digit's --detector: auto uses detector.onnx beside --model")
     args = p.parse_args(argv)
-    from runtime.detector import detector_path
+    from digitpipe.runtime.detector import detector_path
 
     found = detector_path(args.detector, args.model)
     detector = str(found) if found else None

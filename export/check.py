@@ -1,4 +1,4 @@
-"""`python -m export.check` / `digitpipe-check`: the whole test set through PyTorch and the deployed file.
+"""`python -m digitpipe.export.check` / `digitpipe-check`: the whole test set through PyTorch and the deployed file.
 
 PyTorch runs the checkpoint on the training transform; the runtime reads every test image
 as a PNG file with run-digit's own code and runs the ONNX file on onnxruntime and cv2.dnn.
@@ -13,11 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-from export.verify import FLOAT_MAX_GAP, INT8_MAX_DROP, accuracy_gap, allowed_gap, dataset_parity, open_runtimes
-from runtime.errors import ModelError, first_line
-from train import checkpoint
-from train.data import in_memory, load_dataset, subset
-from train.datasets import DatasetSpec
+from digitpipe.export.verify import FLOAT_MAX_GAP, INT8_MAX_DROP, accuracy_gap, allowed_gap, dataset_parity, open_runtimes
+from digitpipe.runtime.errors import ModelError, first_line
+from digitpipe.train import checkpoint
+from digitpipe.train.data import in_memory, load_dataset, subset
+from digitpipe.train.datasets import DatasetSpec
 
 
 def build_parser() -> argparse.ArgumentParser:

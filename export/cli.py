@@ -1,4 +1,4 @@
-"""`python -m export` / `digitpipe-export`: checkpoint -> verified, self-describing ONNX.
+"""`python -m digitpipe.export` / `digitpipe-export`: checkpoint -> verified, self-describing ONNX.
 
 The candidate file is written beside the target, verified as the bytes it is, and only
 then renamed over the target: a failed export leaves the previous good model in place.
@@ -17,17 +17,17 @@ import onnx
 import onnxruntime
 import torch
 
-from export.onnx_export import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, attach_metadata, export_onnx, input_shape
-from export.quantize import CALIBRATION_IMAGES, QUANT_FORMAT, calibration_blob, int8_path, quantize_int8
-from export.report import measure_latency, to_markdown
-from export.verify import ATOL, open_runtimes, verify_file, verify_int8
-from runtime.errors import ModelError, first_line
-from runtime.integrity import report_beside
-from runtime.metadata import ModelInfo
-from train import checkpoint
-from train.data import in_memory, load_dataset, subset
-from train.datasets import DatasetSpec
-from train.files import atomic_write_bytes, atomic_write_json
+from digitpipe.export.onnx_export import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, attach_metadata, export_onnx, input_shape
+from digitpipe.export.quantize import CALIBRATION_IMAGES, QUANT_FORMAT, calibration_blob, int8_path, quantize_int8
+from digitpipe.export.report import measure_latency, to_markdown
+from digitpipe.export.verify import ATOL, open_runtimes, verify_file, verify_int8
+from digitpipe.runtime.errors import ModelError, first_line
+from digitpipe.runtime.integrity import report_beside
+from digitpipe.runtime.metadata import ModelInfo
+from digitpipe.train import checkpoint
+from digitpipe.train.data import in_memory, load_dataset, subset
+from digitpipe.train.datasets import DatasetSpec
+from digitpipe.train.files import atomic_write_bytes, atomic_write_json
 
 
 def build_parser() -> argparse.ArgumentParser:

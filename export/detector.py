@@ -1,4 +1,4 @@
-"""`python -m export.detector`: the ink detector's checkpoint -> a verified, self-describing ONNX file.
+"""`python -m digitpipe.export.detector`: the ink detector's checkpoint -> a verified, self-describing ONNX file.
 
 The same contract as the classifier (runtime/metadata.py, output kind "mask") and the same
 rule: the candidate is verified as the bytes it is, on onnxruntime and cv2.dnn, and only
@@ -25,16 +25,16 @@ import numpy as np
 import onnx
 import torch
 
-from export.cli import announce, export_stamp, install
-from export.onnx_export import DEFAULT_OPSET, INPUT_NAME, attach_metadata, input_shape
-from export.verify import ATOL, PREPROCESS_ATOL, Comparison, _checked
-from runtime.errors import ModelError, first_line
-from runtime.imageio import read_image
-from runtime.metadata import ModelInfo, Preprocess
-from runtime.preprocess import resize_to_input
-from train import checkpoint
-from train.detector import HEIGHT, WIDTH, camera, distractor_tiles, load_detector, to_input, training_tiles
-from train.scenes import FAMILIES, compose_scene
+from digitpipe.export.cli import announce, export_stamp, install
+from digitpipe.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, attach_metadata, input_shape
+from digitpipe.export.verify import ATOL, PREPROCESS_ATOL, Comparison, _checked
+from digitpipe.runtime.errors import ModelError, first_line
+from digitpipe.runtime.imageio import read_image
+from digitpipe.runtime.metadata import ModelInfo, Preprocess
+from digitpipe.runtime.preprocess import resize_to_input
+from digitpipe.train import checkpoint
+from digitpipe.train.detector import HEIGHT, WIDTH, camera, distractor_tiles, load_detector, to_input, training_tiles
+from digitpipe.train.scenes import FAMILIES, compose_scene
 
 OUTPUT_NAME = "ink"
 LABEL = "digit ink"

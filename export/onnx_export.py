@@ -7,7 +7,7 @@ import warnings
 import onnx
 import torch
 
-from runtime.metadata import ModelInfo, to_props
+from digitpipe.runtime.metadata import ModelInfo, to_props
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 DEFAULT_OPSET = 18

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.onnx_export import INPUT_NAME, attach_metadata
-from runtime.metadata import from_props
+from digitpipe.export.onnx_export import INPUT_NAME, attach_metadata
+from digitpipe.runtime.metadata import from_props
 
 CALIBRATION_IMAGES = 1024
 CALIBRATION_BATCH = 64
@@ -91,7 +91,7 @@ def calibration_blob(split, spec, count: int = CALIBRATION_IMAGES, seed: int = 0
     """A seeded random sample of a training split's images, as the network sees them at evaluation."""
     import torch
 
-    from train.data import in_memory, model_input
+    from digitpipe.train.data import in_memory, model_input
 
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(split), generator=gen)[:count]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.model import Model
+from digitpipe.runtime.model import Model
 
 LATENCY_RUNS, THROUGHPUT_BATCH = 200, 1000
 

@@ -20,12 +20,12 @@ import numpy as np
 import onnx
 import torch
 
-from runtime.backends import BACKENDS
-from runtime.imageio import read_image
-from runtime.model import Model
-from runtime.reader import DigitReader
-from train.data import Split, model_input
-from train.datasets import DatasetSpec
+from digitpipe.runtime.backends import BACKENDS
+from digitpipe.runtime.imageio import read_image
+from digitpipe.runtime.model import Model
+from digitpipe.runtime.reader import DigitReader
+from digitpipe.train.data import Split, model_input
+from digitpipe.train.datasets import DatasetSpec
 
 ATOL = 1e-4  # max |logit difference| allowed for a float model
 PREPROCESS_ATOL = 1e-5  # runtime blob vs training transform

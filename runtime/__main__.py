@@ -1,3 +1,3 @@
-from runtime.cli import run
+from digitpipe.runtime.cli import run
 
 run()

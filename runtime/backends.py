@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from runtime.errors import ModelError, first_line
-from runtime.metadata import ModelInfo
+from digitpipe.runtime.errors import ModelError, first_line
+from digitpipe.runtime.metadata import ModelInfo
 
 
 def gpu_present() -> bool:

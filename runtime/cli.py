@@ -14,18 +14,26 @@ import time
 
 import cv2
 
-from runtime.detector import DETECTOR_NAME, InkDetector, check_is_classifier, detector_path
-from runtime.errors import InputError, ModelError, first_line
-from runtime.foreign import Overrides, parse_numbers, parse_size
-from runtime.imageio import DEFAULT_MAX_PIXELS, read_image
-from runtime.model import DEFAULT_MAX_MODEL_PIXELS, Model
-from runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader, Reading, parse_roi
+from digitpipe.runtime.api import Reader
+from digitpipe.runtime.bundled import TRAINED_MODEL, bundled_model, default_model
+from digitpipe.runtime.detector import DETECTOR_NAME
+from digitpipe.runtime.errors import InputError, ModelError, first_line
+from digitpipe.runtime.foreign import Overrides, parse_numbers, parse_size
+from digitpipe.runtime.imageio import DEFAULT_MAX_PIXELS
+from digitpipe.runtime.model import DEFAULT_MAX_MODEL_PIXELS
+from digitpipe.runtime.reader import DEFAULT_MIN_CONFIDENCE, Reading, parse_roi
 
 EXIT_OK, EXIT_INPUT_FAILED, EXIT_USAGE, EXIT_MODEL_FAILED = 0, 1, 2, 3
-DEFAULT_MODEL = "artifacts/digits.onnx"
 KEY_QUIT = {ord("q"), 27}  # q or Esc
 KEY_PAUSE = ord(" ")
 KEY_SNAPSHOT = ord("s")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each default, except None: the help text says what leaving the option out does."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,13 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run-digit", description="Read digits with an ONNX model from images, a video file or a camera.",
         epilog="exit codes: 0 all inputs read, 1 some inputs failed (the rest were read), 2 usage or model error "
                "(nothing read), 3 the model failed while reading (what was read before is printed)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", nargs="+", metavar="PATH", help="image files or folders of images")
     src.add_argument("--video", metavar="FILE", help="a video file")
     src.add_argument("--camera", type=int, metavar="INDEX", help="a camera index (0 is the first camera)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="ONNX file written by `make export`")
+    g.add_argument("--model", help=f"ONNX file written by `make export` (default: {TRAINED_MODEL} when it exists, "
+                                   f"else the model bundled with digitpipe, {bundled_model()})")
     g.add_argument("--detector", default="auto", metavar="ONNX|auto|none",
                    help=f"ink detector run before the finder (`make export` writes it); auto: {DETECTOR_NAME} beside "
                         "the --model file when it exists, else the finder's rules alone; none: the rules alone")
@@ -118,13 +127,12 @@ def main(argv=None) -> int:
         return usage_error("--save is for --video and --camera")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages, not OpenCV's
     try:
-        model = Model(args.model, args.backend, args.device, overrides=overrides, check_report=args.check_model,
-                      max_input_pixels=args.max_model_pixels)
-        check_is_classifier(model)
-        detector = load_detector(args, model)
+        reader = Reader(args.model or default_model(), backend=args.backend, device=args.device,
+                        detector=args.detector, min_confidence=args.min_confidence, single=args.single, roi=roi,
+                        check_model=args.check_model, max_pixels=args.max_pixels,
+                        max_model_pixels=args.max_model_pixels, overrides=overrides)
     except ModelError as exc:
         return usage_error(exc)
-    reader = DigitReader(model, args.min_confidence, args.single, roi=roi, detector=detector)
     out = Output(args.json)
     window = _open_window(args)
     try:
@@ -141,22 +149,8 @@ def main(argv=None) -> int:
             window.close()
 
 
-def load_detector(args, model: Model) -> InkDetector | None:
-    """The --detector to run before the finder, or None (the finder's rules alone)."""
-    path = detector_path(args.detector, args.model)
-    if path is None:
-        return None
-    if model.info.preprocess.fit != "digit":
-        if args.detector == "auto":
-            return None
-        raise ModelError(f"--detector: {args.model} reads whole images (fit {model.info.preprocess.fit!r}); "
-                         "a detector serves models that find digits")
-    return InkDetector.load(path, args.backend, args.device, check_report=bool(args.check_model),
-                            max_input_pixels=args.max_model_pixels)
-
-
 def _open_window(args):
-    from runtime.display import Window, display_problem
+    from digitpipe.runtime.display import Window, display_problem
 
     if args.no_window:
         return None
@@ -173,9 +167,9 @@ def _open_window(args):
         return None
 
 
-def read_images(paths: list[str], reader: DigitReader, out: Output, window, args) -> int:
-    from runtime.display import annotate
-    from runtime.sources import expand_paths
+def read_images(paths: list[str], reader: Reader, out: Output, window, args) -> int:
+    from digitpipe.runtime.display import annotate
+    from digitpipe.runtime.sources import expand_paths
 
     speaker = _speaker(args, threaded=False)
     failed = 0
@@ -183,7 +177,7 @@ def read_images(paths: list[str], reader: DigitReader, out: Output, window, args
         try:
             if isinstance(path, InputError):
                 raise path
-            image = read_image(path, args.max_pixels)  # its errors name the file already
+            image = reader.load(path)  # its errors name the file already
         except InputError as exc:
             out.error(name, str(exc))
             failed += 1
@@ -207,10 +201,10 @@ def read_images(paths: list[str], reader: DigitReader, out: Output, window, args
     return EXIT_INPUT_FAILED if failed else EXIT_OK
 
 
-def read_stream(args, reader: DigitReader, out: Output, window) -> int:
-    from runtime.recording import VideoRecorder
-    from runtime.sources import open_camera, open_video
-    from runtime.speech import SpeakOnChange
+def read_stream(args, reader: Reader, out: Output, window) -> int:
+    from digitpipe.runtime.recording import VideoRecorder
+    from digitpipe.runtime.sources import open_camera, open_video
+    from digitpipe.runtime.speech import SpeakOnChange
 
     try:
         source = open_camera(args.camera) if args.video is None else open_video(args.video)
@@ -245,8 +239,8 @@ def smoothed_fps(previous: float | None, seconds: float) -> float:
     return rate if previous is None else 0.9 * previous + 0.1 * rate
 
 
-def _stream_loop(args, source, reader: DigitReader, out: Output, window, recorder, on_change) -> int:
-    from runtime.display import annotate
+def _stream_loop(args, source, reader: Reader, out: Output, window, recorder, on_change) -> int:
+    from digitpipe.runtime.display import annotate
 
     last_text, fps, t_prev = None, None, time.perf_counter()
     frame_ms = 1000.0 / source.fps
@@ -303,7 +297,7 @@ def _paused(window, frame) -> int:
 def _speaker(args, threaded: bool):
     if not args.speak:
         return None
-    from runtime.speech import Speaker, SpeechThread
+    from digitpipe.runtime.speech import Speaker, SpeechThread
 
     return SpeechThread() if threaded else Speaker()
 

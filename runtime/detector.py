@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import ModelError
-from runtime.model import Model
-from runtime.preprocess import resize_to_input
+from digitpipe.runtime.errors import ModelError
+from digitpipe.runtime.model import Model
+from digitpipe.runtime.preprocess import resize_to_input
 
 DETECTOR_NAME = "detector.onnx"  # run-digit looks for it beside the classifier
 SURE = 3.0  # logit (probability 0.95)

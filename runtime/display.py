@@ -8,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 
-from runtime.reader import Reading
+from digitpipe.runtime.reader import Reading
 
 WINDOW_TITLE = "run-digit"
 GREEN, BLACK, WHITE, YELLOW = (60, 200, 60), (0, 0, 0), (255, 255, 255), (0, 220, 255)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from runtime.errors import ModelError
-from runtime.metadata import FITS, ModelInfo, Preprocess, check_labels, check_normalisation, from_props
+from digitpipe.runtime.errors import ModelError
+from digitpipe.runtime.metadata import FITS, ModelInfo, Preprocess, check_labels, check_normalisation, from_props
 
 NEEDED = ("the model has no digitpipe metadata: give --mean and --std (0..1 pixel scale, one per input "
           "channel), and --labels, --size, --rgb or --fit where the defaults (class numbers, the graph's "

@@ -6,8 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.image_size import header_size
+from digitpipe.runtime.errors import InputError
+from digitpipe.runtime.image_size import header_size
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels: above any phone camera, far below a decompression bomb
 

@@ -5,7 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from runtime.errors import ModelError
+from digitpipe.runtime.errors import ModelError
 
 
 def report_beside(model_path: Path) -> Path:

@@ -21,7 +21,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from runtime.errors import ModelError
+from digitpipe.runtime.errors import ModelError
 
 SCHEMA_VERSION = "2"
 READABLE_SCHEMAS = ("1", "2")

@@ -6,12 +6,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.backends import BACKENDS
-from runtime.errors import ModelError, first_line
-from runtime.foreign import Overrides, describe
-from runtime.metadata import MAX_BATCH, ModelInfo
-from runtime.onnx_props import read_model_summary
-from runtime.preprocess import blob_params, to_blob
+from digitpipe.runtime.backends import BACKENDS
+from digitpipe.runtime.errors import ModelError, first_line
+from digitpipe.runtime.foreign import Overrides, describe
+from digitpipe.runtime.metadata import MAX_BATCH, ModelInfo
+from digitpipe.runtime.onnx_props import read_model_summary
+from digitpipe.runtime.preprocess import blob_params, to_blob
 
 
 DEFAULT_MAX_MODEL_PIXELS = 2048 * 2048  # input width x height (x a fixed batch) a file may declare
@@ -30,7 +30,7 @@ class Model:
         self.path = Path(path)
         data = _read_model_bytes(self.path)
         if check_report:
-            from runtime.integrity import check_against_report  # hashlib costs start-up time; only when asked
+            from digitpipe.runtime.integrity import check_against_report  # hashlib costs start-up time; only when asked
 
             check_against_report(self.path, data, None if check_report is True else Path(check_report))
         try:

@@ -8,7 +8,7 @@ GraphProto: input = 11, output = 12 (ValueInfoProto: name = 1, type = 2 -> tenso
 """
 from __future__ import annotations
 
-from runtime.errors import ModelError
+from digitpipe.runtime.errors import ModelError
 
 _IR_VERSION, _GRAPH, _METADATA_PROPS = 1, 7, 14
 _GRAPH_INPUT, _GRAPH_OUTPUT = 11, 12

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from runtime.metadata import Preprocess
+from digitpipe.runtime.metadata import Preprocess
 
 
 def blob_params(pp: Preprocess) -> cv2.dnn.Image2BlobParams:

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.detector import InkDetector
-from runtime.digits import Candidate, FinderSettings, bright_ink, choose_readings, find_digits, most_prominent, to_gray
-from runtime.errors import InputError
-from runtime.model import Model
-from runtime.preprocess import resize_to_input
+from digitpipe.runtime.detector import InkDetector
+from digitpipe.runtime.digits import Candidate, FinderSettings, bright_ink, choose_readings, find_digits, most_prominent, to_gray
+from digitpipe.runtime.errors import InputError
+from digitpipe.runtime.model import Model
+from digitpipe.runtime.preprocess import resize_to_input
 
 # From `python -m bench.wild` (README): the highest threshold measured at which every kind
 # of digit photo stays well above its target (UCI, the closest, by 1.8 points; at 0.6 by

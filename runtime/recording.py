@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import InputError
+from digitpipe.runtime.errors import InputError
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 

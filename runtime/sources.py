@@ -10,8 +10,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.imageio import IMAGE_EXTENSIONS
+from digitpipe.runtime.errors import InputError
+from digitpipe.runtime.imageio import IMAGE_EXTENSIONS
 
 
 def expand_paths(paths: list[str]) -> list[tuple[str, Path | InputError]]:

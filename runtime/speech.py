@@ -9,7 +9,7 @@ import shutil
 import sys
 import threading
 
-from runtime.errors import first_line
+from digitpipe.runtime.errors import first_line
 
 
 def phrase(text: str) -> str:

@@ -27,7 +27,7 @@ def mnist_test():
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A short real training run on a subset: checkpoint path and summary."""
-    from train.engine import TrainConfig, run
+    from digitpipe.train.engine import TrainConfig, run
 
     out = tmp_path_factory.mktemp("train")
     cfg = TrainConfig(epochs=2, train_subset=12000, test_subset=2000, data_dir=str(DATA_DIR), seed=SEED,
@@ -43,7 +43,7 @@ def exported(trained, tmp_path_factory):
     Verified on the whole test set: the INT8 rule allows 0.2 points, 20 images of 10,000
     (the INT8 copy of this fixture loses 0.00-0.09 points over seeds 0-2 under avx512, avx2 and default kernels);
     on 1,000 images two flipped predictions decide it, and which flip depends on the CPU."""
-    from export.cli import build_parser, export_checkpoint
+    from digitpipe.export.cli import build_parser, export_checkpoint
 
     ckpt, _ = trained
     out = tmp_path_factory.mktemp("export") / "digits.onnx"
@@ -85,8 +85,8 @@ def stand_in_model(tmp_path_factory) -> str:
     """ink_amount_rule as a self-describing ONNX file: seconds to build, no training."""
     import onnx
 
-    from export.onnx_export import attach_metadata, export_onnx
-    from runtime.metadata import ModelInfo, Preprocess
+    from digitpipe.export.onnx_export import attach_metadata, export_onnx
+    from digitpipe.runtime.metadata import ModelInfo, Preprocess
 
     info = ModelInfo(labels=STAND_IN_LABELS, input_name="input", input_shape=("batch", 1, 28, 28),
                      output_name="logits", preprocess=Preprocess(width=28, height=28, mean=(0.1307,), std=(0.3081,), color="gray", fit="digit"),

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from train.photos import render_photo
-from runtime.cli import EXIT_OK
+from digitpipe.train.photos import render_photo
+from digitpipe.runtime.cli import EXIT_OK
 from tests.conftest import write_png
 from tests.test_cli_fast import json_lines, run_cli, write_video
 

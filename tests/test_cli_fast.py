@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from train.photos import render_photo
-from runtime.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
-from runtime.digits import Candidate, find_digits, most_prominent
+from digitpipe.train.photos import render_photo
+from digitpipe.runtime.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
+from digitpipe.runtime.digits import Candidate, find_digits, most_prominent
 from tests.conftest import ROOT, STAND_IN_READS, write_png
 
 
@@ -84,7 +84,7 @@ def test_single_prefers_ink_offered_whole():
 
 
 def test_fps_average_starts_from_the_first_frame():
-    from runtime.cli import smoothed_fps
+    from digitpipe.runtime.cli import smoothed_fps
 
     fps = smoothed_fps(None, 0.01)
     assert fps == 100.0  # not a tenth of it
@@ -107,7 +107,7 @@ def test_training_scripts_without_torch_name_the_extra(tmp_path):
     (blocker / "__init__.py").write_text("raise ModuleNotFoundError('torch is blocked in this test', name='torch')\n")
     env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
     for script in ("train", "export", "check"):
-        done = subprocess.run([sys.executable, "-c", f"import sys, train.entry as e; sys.exit(e.{script}())", "--help"],
+        done = subprocess.run([sys.executable, "-c", f"import sys, digitpipe.train.entry as e; sys.exit(e.{script}())", "--help"],
                               capture_output=True, text=True, env=env, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip() == (f"error: digitpipe-{script} needs torch, which comes with the training extra: "
@@ -200,7 +200,7 @@ def test_bad_models_exit_2_with_one_line(stand_in_model, tmp_path, capsys):
 
 
 def test_speak_without_a_sound_device_warns_once_and_reads(stand_in_model, samples, capsys):
-    from runtime.speech import playback_problem
+    from digitpipe.runtime.speech import playback_problem
 
     model = Path(stand_in_model)
     photo, label = samples["tiles"][0]
@@ -217,8 +217,9 @@ def test_console_script_without_torch(stand_in_model, samples, tmp_path):
     blocker = tmp_path / "block" / "torch"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
-    code = ("import sys, runtime.cli as c; rc = c.main(sys.argv[1:]); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'train', 'export')]; "
+    code = ("import sys, digitpipe.runtime.cli as c; rc = c.main(sys.argv[1:]); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision') "
+            "or m.startswith(('digitpipe.train', 'digitpipe.export'))]; "
             "print('LOADED', bad); sys.exit(rc)")
     env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
     env.pop("DISPLAY", None)
@@ -283,7 +284,7 @@ def test_a_fixed_batch_model_reads_any_number_of_digits(stand_in_model, mnist_te
             p.value = json.dumps({**json.loads(p.value), "shape": [4, 1, 28, 28]})
     fixed = tmp_path / "batch4.onnx"
     onnx.save(proto, str(fixed))
-    from runtime.model import Model
+    from digitpipe.runtime.model import Model
 
     assert Model(fixed).info.fixed_batch == 4
     images, _ = mnist_test
@@ -305,7 +306,7 @@ def test_a_fixed_batch_model_reads_any_number_of_digits(stand_in_model, mnist_te
 def test_an_unreachable_display_reads_without_a_window(stand_in_model, samples, monkeypatch):
     """A DISPLAY that no X server answers (stale after ssh, still starting) made OpenCV's Qt
     abort the process; now: one warning, and the reading."""
-    from runtime.display import display_problem
+    from digitpipe.runtime.display import display_problem
 
     for value, problem in (("", "no display"), ("nonsense", "is not a display name"), (":987", "cannot connect to display :987")):
         monkeypatch.setenv("DISPLAY", value)
@@ -313,7 +314,7 @@ def test_an_unreachable_display_reads_without_a_window(stand_in_model, samples, 
         assert problem in display_problem()
     tile, label = samples["tiles"][0]
     env = {**os.environ, "DISPLAY": ":987", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "runtime", "--model", stand_in_model, "--image", str(tile)],
+    done = subprocess.run([sys.executable, "-m", "digitpipe.runtime", "--model", stand_in_model, "--image", str(tile)],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == EXIT_OK and done.stdout.startswith(f"{tile}: {label}")
     assert done.stderr == "run-digit: warning: no window (cannot connect to display :987 (No such file or directory))\n"
@@ -322,8 +323,8 @@ def test_an_unreachable_display_reads_without_a_window(stand_in_model, samples, 
 def test_labels_stay_readable_on_light_and_dark_paper():
     """Every label sits on a filled box (text and box contrast strongly whatever the paper),
     inside the frame even for a digit at its top edge."""
-    from runtime.display import BLACK, GREEN, annotate, label
-    from runtime.reader import Digit, Reading
+    from digitpipe.runtime.display import BLACK, GREEN, annotate, label
+    from digitpipe.runtime.reader import Digit, Reading
 
     for paper in (255, 0):
         for fill, ink, org in ((GREEN, BLACK, (300, -4)), (BLACK, (255, 255, 255), (8, 30))):

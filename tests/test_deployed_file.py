@@ -5,12 +5,12 @@ import shutil
 import onnx
 import pytest
 
-from export import check as check_cli
-from export import cli as export_cli
-from export import verify
-from runtime.cli import EXIT_OK, EXIT_USAGE
-from runtime.cli import main as run_digit
-from runtime.model import Model
+from digitpipe.export import check as check_cli
+from digitpipe.export import cli as export_cli
+from digitpipe.export import verify
+from digitpipe.runtime.cli import EXIT_OK, EXIT_USAGE
+from digitpipe.runtime.cli import main as run_digit
+from digitpipe.runtime.model import Model
 from tests.conftest import DATA_DIR, write_png
 
 pytestmark = pytest.mark.slow

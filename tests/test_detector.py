@@ -8,14 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.cli import EXIT_OK, EXIT_USAGE, main
-from runtime.detector import InkDetector, sure_parts
-from runtime.digits import find_digits
-from runtime.errors import ModelError
-from runtime.model import Model
+from digitpipe.runtime.cli import EXIT_OK, EXIT_USAGE, main
+from digitpipe.runtime.detector import InkDetector, sure_parts
+from digitpipe.runtime.digits import find_digits
+from digitpipe.runtime.errors import ModelError
+from digitpipe.runtime.model import Model
 from tests.conftest import DATA_DIR, SEED
-from train.photos import render_photo
-from train.scenes import compose_scene
+from digitpipe.train.photos import render_photo
+from digitpipe.train.scenes import compose_scene
 
 # A short run of the shipped recipe: enough to mark digit ink well above chance on held-out
 # scenes. Over seeds 0-2 (ATEN_CPU_CAPABILITY=default, OMP_NUM_THREADS=1) its held-out IoU
@@ -29,8 +29,8 @@ IOU_FLOOR = 0.3
 @pytest.fixture(scope="session")
 def detector(tmp_path_factory):
     """(onnx path, export report, training result) of a short real detector run."""
-    from export.detector import build_parser, export_detector
-    from train.detector import DetectorConfig, save_detector, train_detector
+    from digitpipe.export.detector import build_parser, export_detector
+    from digitpipe.train.detector import DetectorConfig, save_detector, train_detector
 
     folder = tmp_path_factory.mktemp("detector")
     cfg = DetectorConfig(**SHORT, seed=SEED, data_dir=str(DATA_DIR), out=str(folder / "detector.pt"))
@@ -150,7 +150,7 @@ def test_a_damaged_detector_is_one_line_and_exit_2(detector, stand_in_model, tmp
 
 
 def test_a_failed_detector_export_keeps_the_installed_file(detector, tmp_path, capsys):
-    from export.detector import main as export_main
+    from digitpipe.export.detector import main as export_main
 
     bad = tmp_path / "detector.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -162,7 +162,7 @@ def test_a_failed_detector_export_keeps_the_installed_file(detector, tmp_path, c
 
 
 def test_training_refuses_unknown_families(capsys, tmp_path):
-    from train.detector import main as train_main
+    from digitpipe.train.detector import main as train_main
 
     assert train_main(["--exclude", "ruled,moon", "--out", str(tmp_path / "d.pt"), "--data-dir", str(DATA_DIR)]) == 2
     err = capsys.readouterr().err
@@ -183,7 +183,7 @@ def test_only_parts_the_detector_is_sure_of_somewhere_count():
 
 def test_generic_randomisation_keeps_the_ink_target_with_the_page(mnist_test):
     """Light and backgrounds no family names: the page moves and the target moves with it."""
-    from train.detector import make_scenes
+    from digitpipe.train.detector import make_scenes
 
     images, _ = mnist_test
     x, y = make_scenes(12, 4, images[:50], np.zeros((5, 28, 28), np.uint8), generic=True)

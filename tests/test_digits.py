@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from train.photos import render_photo
-from runtime.digits import FinderSettings, find_digits, ink_is_dark, normalise_tile
+from digitpipe.train.photos import render_photo
+from digitpipe.runtime.digits import FinderSettings, find_digits, ink_is_dark, normalise_tile
 
 
 def test_normalise_tile_fits_20_and_centres_mass():
@@ -63,8 +63,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
-from runtime.errors import InputError  # noqa: E402
-from runtime.imageio import to_uint8  # noqa: E402
+from digitpipe.runtime.errors import InputError  # noqa: E402
+from digitpipe.runtime.imageio import to_uint8  # noqa: E402
 
 
 @settings(max_examples=150, deadline=None)
@@ -94,8 +94,8 @@ def test_touching_digits_are_offered_whole_and_in_pieces(mnist_test):
 
 
 def test_choose_readings_keeps_the_surer_reading():
-    from runtime.digits import Candidate
-    from runtime.digits import choose_readings
+    from digitpipe.runtime.digits import Candidate
+    from digitpipe.runtime.digits import choose_readings
 
     tile = np.zeros((28, 28), np.uint8)
     found = [Candidate((0, 0, 5, 5), tile, 1), Candidate((10, 0, 20, 10), tile, 1, group=0),
@@ -106,7 +106,7 @@ def test_choose_readings_keeps_the_surer_reading():
 
 
 def test_pen_strokes_spread_little_blobs_and_textures_much(mnist_test):
-    from runtime.digits import stroke_spread
+    from digitpipe.runtime.digits import stroke_spread
 
     images, _ = mnist_test
     spreads = [stroke_spread(cv2.resize(t, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC) > 100) for t in images[:300]]

@@ -6,9 +6,9 @@ import onnx
 import pytest
 import torch
 
-from export import cli as export_cli
-from runtime.metadata import from_props
-from runtime.model import Model
+from digitpipe.export import cli as export_cli
+from digitpipe.runtime.metadata import from_props
+from digitpipe.runtime.model import Model
 from tests.conftest import DATA_DIR, VERIFY_IMAGES
 
 pytestmark = pytest.mark.slow
@@ -89,9 +89,9 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("arch", ["mlp", "classic", "cifarnet", "resnet18"])
 def test_every_arch_verifies_with_both_exporters(arch, exporter, tmp_path):
     """The default exporter must verify on onnxruntime and cv2.dnn for every arch we ship; so must the other."""
-    from train import checkpoint
-    from train.datasets import MNIST
-    from train.models import ModelConfig, build_model
+    from digitpipe.train import checkpoint
+    from digitpipe.train.datasets import MNIST
+    from digitpipe.train.models import ModelConfig, build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch)

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from runtime.cli import EXIT_OK, EXIT_USAGE, main
+from digitpipe.runtime.cli import EXIT_OK, EXIT_USAGE, main
 from tests.conftest import STAND_IN_READS
 
 
@@ -35,7 +35,7 @@ def test_without_metadata_or_flags_says_which_flags(plain_digits, tmp_path, caps
 
 
 def test_flags_make_a_plain_model_read_like_ours(stand_in_model, plain_digits, mnist_test, tmp_path, capsys):
-    from train.photos import render_photo
+    from digitpipe.train.photos import render_photo
 
     images, _ = mnist_test
     img = tmp_path / "n.png"

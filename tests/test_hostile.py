@@ -18,7 +18,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from runtime.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
+from digitpipe.runtime.cli import EXIT_INPUT_FAILED, EXIT_OK, EXIT_USAGE, main
 from tests.conftest import STAND_IN_READS
 
 

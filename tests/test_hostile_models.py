@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from runtime.cli import EXIT_INPUT_FAILED, EXIT_MODEL_FAILED, EXIT_OK, EXIT_USAGE
+from digitpipe.runtime.cli import EXIT_INPUT_FAILED, EXIT_MODEL_FAILED, EXIT_OK, EXIT_USAGE
 from tests.conftest import ROOT, STAND_IN_LABELS
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ class Base(NamedTuple):
 def base(stand_in_model, mnist_test, tmp_path_factory) -> Base:
     """The limit is run-digit's own peak on this machine plus HEADROOM: thread pools reserve
     address space per core, so a fixed limit would pass here and fail on a bigger machine."""
-    from train.photos import render_photo
+    from digitpipe.train.photos import render_photo
 
     folder = tmp_path_factory.mktemp("hostile-models")
     photo = folder / "photo.png"
@@ -195,7 +195,7 @@ def test_metadata_naming_what_the_graph_lacks(base):
 
 def enormous_input_model(side: int = 30_000):
     """A graph and metadata that agree on a side x side input (3.6 GB as one float blob)."""
-    from runtime.metadata import ModelInfo, Preprocess, to_props
+    from digitpipe.runtime.metadata import ModelInfo, Preprocess, to_props
 
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, side, side])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
@@ -242,8 +242,8 @@ def test_a_memory_bomb_at_inference_fails_within_the_limit(base, backend):
 
 def test_an_inference_failure_ends_a_video_with_what_was_read(base, tmp_path, capsys, monkeypatch):
     """In a stream the frames read before stand; a backend failure ends it in one line, exit 3."""
-    from runtime.backends import OnnxRuntimeBackend
-    from runtime.cli import main
+    from digitpipe.runtime.backends import OnnxRuntimeBackend
+    from digitpipe.runtime.cli import main
     from tests.test_cli_fast import write_video
 
     model = tmp_path / "m.onnx"
@@ -289,9 +289,9 @@ def _without_metadata(proto) -> bytes:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained MLP checkpoint: digitpipe-check refuses the file before any PyTorch work."""
-    from train import checkpoint
-    from train.datasets import MNIST, with_reject_class
-    from train.models import ModelConfig, build_model
+    from digitpipe.train import checkpoint
+    from digitpipe.train.datasets import MNIST, with_reject_class
+    from digitpipe.train.models import ModelConfig, build_model
 
     cfg = ModelConfig("mlp", num_classes=11)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
@@ -301,7 +301,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 def test_digitpipe_check_refuses_damaged_files_in_one_line(base, tiny_checkpoint, tmp_path, capsys):
-    from export.check import main as check
+    from digitpipe.export.check import main as check
 
     proto = base.proto
     for name, data in damaged_models(proto).items():
@@ -315,8 +315,8 @@ def test_digitpipe_check_refuses_damaged_files_in_one_line(base, tiny_checkpoint
 
 def test_export_verification_refuses_damaged_bytes_and_keeps_the_installed_file(base, tmp_path):
     """What export installs goes through the runtime first: bytes it refuses leave nothing behind."""
-    from export.cli import install
-    from runtime.errors import ModelError
+    from digitpipe.export.cli import install
+    from digitpipe.runtime.errors import ModelError
 
     proto = base.proto
     out = tmp_path / "digits.onnx"
@@ -329,7 +329,7 @@ def test_export_verification_refuses_damaged_bytes_and_keeps_the_installed_file(
 
 
 def test_export_says_in_one_line_when_the_runtime_refuses_what_it_wrote(tiny_checkpoint, tmp_path, capsys, monkeypatch):
-    import export.cli as export_cli
+    import digitpipe.export.cli as export_cli
     from tests.conftest import DATA_DIR
 
     real = export_cli.attach_metadata

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from runtime.errors import InputError
-from runtime.imageio import read_image, to_uint8
-from runtime.sources import expand_paths
+from digitpipe.runtime.errors import InputError
+from digitpipe.runtime.imageio import read_image, to_uint8
+from digitpipe.runtime.sources import expand_paths
 
 
 def test_reads_gray_colour_alpha_and_16_bit(tmp_path):

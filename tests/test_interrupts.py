@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from runtime.model import Model
+from digitpipe.runtime.model import Model
 from tests.conftest import DATA_DIR, ROOT
-from train import checkpoint
+from digitpipe.train import checkpoint
 
 pytestmark = pytest.mark.slow
 
 
 def train_cmd(tmp: Path, *extra):
-    return [sys.executable, "-m", "train", "--train-subset", "1500", "--val-size", "500", "--test-subset", "500",
+    return [sys.executable, "-m", "digitpipe.train", "--train-subset", "1500", "--val-size", "500", "--test-subset", "500",
             "--data-dir", str(DATA_DIR), "--out", str(tmp / "digits.pt"), "--run-dir", str(tmp / "run"), *extra]
 
 
@@ -56,7 +56,7 @@ def _caller_handler(signum, frame):
 def test_ctrl_c_inside_a_checkpoint_write_waits_for_it(tmp_path, monkeypatch, before):
     """The signal lands while last.pt is being written: the write completes, then the run
     stops; afterwards SIGINT has exactly the handler it had before (ignored under nohup)."""
-    from train.engine import TrainConfig, run
+    from digitpipe.train.engine import TrainConfig, run
 
     real_save = checkpoint.save
 
@@ -80,7 +80,7 @@ def test_ctrl_c_inside_a_checkpoint_write_waits_for_it(tmp_path, monkeypatch, be
 
 
 def test_handler_restored_after_a_run_that_ends_normally_or_fails():
-    from train.interrupt import DeferredInterrupt
+    from digitpipe.train.interrupt import DeferredInterrupt
 
     outer = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -132,7 +132,7 @@ def test_killed_export_leaves_the_previous_model(exported, trained, tmp_path):
     shutil.copy(good, out)
     before = out.read_bytes()
     for delay in (1.0, 3.0, 5.0):
-        proc = start([sys.executable, "-m", "export", "--checkpoint", str(ckpt), "--out", str(out),
+        proc = start([sys.executable, "-m", "digitpipe.export", "--checkpoint", str(ckpt), "--out", str(out),
                       "--data-dir", str(DATA_DIR), "--verify-images", "2000"])
         time.sleep(delay)
         proc.kill()

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.errors import ModelError
-from runtime.metadata import ModelInfo, Preprocess, from_props, to_props
-from runtime.onnx_props import read_metadata_props
+from digitpipe.runtime.errors import ModelError
+from digitpipe.runtime.metadata import ModelInfo, Preprocess, from_props, to_props
+from digitpipe.runtime.onnx_props import read_metadata_props
 
 INFO = ModelInfo(labels=tuple("0123456789"), input_name="input", input_shape=("batch", 1, 28, 28),
                  output_name="logits", preprocess=Preprocess(width=28, height=28, mean=(0.1307,), std=(0.3081,), color="gray", fit="digit"),
@@ -119,7 +119,7 @@ def test_schema_1_files_with_the_unused_ink_field_still_load():
 
 
 def test_a_checkpoint_spec_round_trips_and_older_flat_specs_still_load():
-    from train.datasets import MNIST, SPECS, DatasetSpec, with_reject_class
+    from digitpipe.train.datasets import MNIST, SPECS, DatasetSpec, with_reject_class
 
     for spec in (*SPECS.values(), with_reject_class(MNIST)):
         assert DatasetSpec.from_dict(spec.to_dict()) == spec

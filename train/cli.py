@@ -1,13 +1,13 @@
-"""`python -m train` / `digitpipe-train`: train a classifier, keep the best checkpoint."""
+"""`python -m digitpipe.train` / `digitpipe-train`: train a classifier, keep the best checkpoint."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from runtime.errors import first_line
-from train.engine import TrainConfig, TrainingDiverged, run
-from train.models import ARCHS
+from digitpipe.runtime.errors import first_line
+from digitpipe.train.engine import TrainConfig, TrainingDiverged, run
+from digitpipe.train.models import ARCHS
 
 D = TrainConfig()
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train import sources
-from train.augment import augment_batch
-from train.datasets import DatasetSpec
-from train.mnist_source import ensure_mnist
-from train.negatives import SHARE, negatives
+from digitpipe.train import sources
+from digitpipe.train.augment import augment_batch
+from digitpipe.train.datasets import DatasetSpec
+from digitpipe.train.mnist_source import ensure_mnist
+from digitpipe.train.negatives import SHARE, negatives
 
 
 @dataclass
@@ -148,7 +148,7 @@ def stored_bytes(listed, spec: DatasetSpec) -> int:
 
 
 def _streamed_folder(spec: DatasetSpec, listed, log, workers: int | None):
-    from train.folder_stream import FolderSplit, default_workers
+    from digitpipe.train.folder_stream import FolderSplit, default_workers
 
     splits = []
     for part, (paths, targets) in zip(("train", "val"), listed):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from runtime.metadata import Preprocess
+from digitpipe.runtime.metadata import Preprocess
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from train.photos import HERSHEY
-from train.scenes import FAMILIES, FURNITURE, compose_scene
+from digitpipe.train.photos import HERSHEY
+from digitpipe.train.scenes import FAMILIES, FURNITURE, compose_scene
 
 WIDTH, HEIGHT = 160, 120  # the detector's input: a 640x480 frame at a quarter of its side
 INK_COVERAGE = 0.2  # a pixel of the small frame is digit ink when this share of it is ink
@@ -83,7 +83,7 @@ def training_tiles(data_dir: str) -> np.ndarray:
     """MNIST *training* digits (the test digits are kept for evaluation)."""
     from torchvision.datasets import MNIST
 
-    from train.mnist_source import ensure_mnist
+    from digitpipe.train.mnist_source import ensure_mnist
 
     ensure_mnist(Path(data_dir), log=lambda *_: None)
     return MNIST(data_dir, train=True, download=False).data.numpy()
@@ -91,7 +91,7 @@ def training_tiles(data_dir: str) -> np.ndarray:
 
 def distractor_tiles(count: int, seed: int, digits: np.ndarray) -> np.ndarray:
     """Ink that is no digit (letters, shapes, scribbles), light on dark, 28x28."""
-    from train.negatives import FAMILIES as NEGATIVE_FAMILIES, negatives
+    from digitpipe.train.negatives import FAMILIES as NEGATIVE_FAMILIES, negatives
 
     # Pairs of digits are digits to the detector: only the first families, which are not.
     tiles = negatives(count * (len(NEGATIVE_FAMILIES) + 1) // len(NEGATIVE_FAMILIES) + 1, seed, digits)
@@ -276,14 +276,14 @@ def train_detector(cfg: DetectorConfig, log=print) -> tuple[nn.Module, DetectorR
 
 
 def save_detector(path: Path, net: nn.Module, cfg: DetectorConfig, result: DetectorResult) -> str:
-    from train.checkpoint import save
+    from digitpipe.train.checkpoint import save
 
     return save(Path(path), {"kind": "ink-detector", "model_state": net.state_dict(), "config": cfg.to_dict(),
                              "input": [3, HEIGHT, WIDTH], "result": asdict(result)})
 
 
 def load_detector(path: Path) -> tuple[nn.Module, dict]:
-    from train.checkpoint import CheckpointError, load
+    from digitpipe.train.checkpoint import CheckpointError, load
 
     ckpt = load(Path(path))
     if ckpt.get("kind") != "ink-detector":
@@ -317,7 +317,7 @@ def build_parser():
 def main(argv=None) -> int:
     import sys
 
-    from runtime.errors import first_line
+    from digitpipe.runtime.errors import first_line
 
     args = build_parser().parse_args(argv)
     exclude = tuple(f for f in args.exclude.split(",") if f)

@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from train import checkpoint, distributed, plots
-from train.data import (Split, batches, center_crop, load_dataset, model_input, negatives_split, split_validation, subset,
+from digitpipe.train import checkpoint, distributed, plots
+from digitpipe.train.data import (Split, batches, center_crop, load_dataset, model_input, negatives_split, split_validation, subset,
                         training_input, with_negatives)
-from train.datasets import DatasetSpec, get_spec, with_reject_class
-from train.files import atomic_write_json
-from train.interrupt import DeferredInterrupt
-from train.models import DEFAULT_WIDTHS, RESNETS, ModelConfig, backbone_parameters, build_model, load_pretrained
-from train.run_log import RunLog
+from digitpipe.train.datasets import DatasetSpec, get_spec, with_reject_class
+from digitpipe.train.files import atomic_write_json
+from digitpipe.train.interrupt import DeferredInterrupt
+from digitpipe.train.models import DEFAULT_WIDTHS, RESNETS, ModelConfig, backbone_parameters, build_model, load_pretrained
+from digitpipe.train.run_log import RunLog
 
 
 @dataclass

@@ -28,20 +28,20 @@ def _run(script: str, target: str) -> int:
 
 
 def train() -> int:
-    return _run("digitpipe-train", "train.cli:main")
+    return _run("digitpipe-train", "digitpipe.train.cli:main")
 
 
 def export() -> int:
-    return _run("digitpipe-export", "export.cli:main")
+    return _run("digitpipe-export", "digitpipe.export.cli:main")
 
 
 def check() -> int:
-    return _run("digitpipe-check", "export.check:main")
+    return _run("digitpipe-check", "digitpipe.export.check:main")
 
 
 def train_detector() -> int:
-    return _run("digitpipe-train-detector", "train.detector:main")
+    return _run("digitpipe-train-detector", "digitpipe.train.detector:main")
 
 
 def export_detector() -> int:
-    return _run("digitpipe-export-detector", "export.detector:main")
+    return _run("digitpipe-export-detector", "digitpipe.export.detector:main")

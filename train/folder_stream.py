@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from runtime.errors import InputError
-from runtime.imageio import read_image
-from train.sources import prepare_folder_image
+from digitpipe.runtime.errors import InputError
+from digitpipe.runtime.imageio import read_image
+from digitpipe.train.sources import prepare_folder_image
 
 
 def default_workers() -> int:
@@ -141,7 +141,7 @@ class FolderSplit:
 
     def materialize(self):
         """This split decoded into memory as a data.Split (the readable images only)."""
-        from train.data import Split
+        from digitpipe.train.data import Split
 
         parts = list(replace(self, workers=0, _loaders={}).batches(256))
         if not parts:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from runtime.errors import first_line
+from digitpipe.runtime.errors import first_line
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from runtime.digits import normalise_tile, stretch_ink
+from digitpipe.runtime.digits import normalise_tile, stretch_ink
 
 CANVAS = 112
 GLYPHS = "cdefhkmnpruvwx#@&%*?=<>{}$"  # none that handwriting makes look like a digit

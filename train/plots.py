@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from train.files import atomic_write_bytes  # noqa: E402
+from digitpipe.train.files import atomic_write_bytes  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:

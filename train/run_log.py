@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from train import plots
-from train.files import atomic_write_json
+from digitpipe.train import plots
+from digitpipe.train.files import atomic_write_json
 
 
 class RunLog:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from train.photos import layout_ink
+from digitpipe.train.photos import layout_ink
 
 W, H = 640, 480
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import first_line
-from train.mnist_source import DataUnavailable, _NumpyOnlyUnpickler, with_download_timeout
+from digitpipe.runtime.errors import first_line
+from digitpipe.train.mnist_source import DataUnavailable, _NumpyOnlyUnpickler, with_download_timeout
 
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -93,7 +93,7 @@ def load_cifar10(root: Path, log=print):
 def prepare_folder_image(image: np.ndarray, side: int) -> np.ndarray:
     """A photo as run-digit reads it -> 3 x side x side uint8 RGB: the shorter side scaled to
     side, the centre cropped (the runtime's own functions), as image folders are stored."""
-    from runtime.preprocess import center_crop, fit_shorter_side
+    from digitpipe.runtime.preprocess import center_crop, fit_shorter_side
 
     image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(center_crop(fit_shorter_side(image, side), side, side).transpose(2, 0, 1))
@@ -101,7 +101,7 @@ def prepare_folder_image(image: np.ndarray, side: int) -> np.ndarray:
 
 def list_image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
     """(paths, class indices) of folder/<class>/** image files, sorted: nothing is decoded."""
-    from runtime.imageio import IMAGE_EXTENSIONS
+    from digitpipe.runtime.imageio import IMAGE_EXTENSIONS
 
     paths, targets = [], []
     for index, name in enumerate(labels):
@@ -114,8 +114,8 @@ def list_image_folder(folder: Path, labels: tuple[str, ...]) -> tuple[list[str],
 def load_image_folder(folder: Path, labels: tuple[str, ...], side: int, log=print, listed=None):
     """(N x 3 x side x side uint8 RGB, labels) for folder/<class>/*, decoded into memory;
     unreadable files are reported and skipped. listed: list_image_folder's answer, if known."""
-    from runtime.errors import InputError
-    from runtime.imageio import read_image
+    from digitpipe.runtime.errors import InputError
+    from digitpipe.runtime.imageio import read_image
 
     images, targets = [], []
     paths, classes = listed or list_image_folder(folder, labels)
