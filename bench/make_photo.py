@@ -20,12 +20,16 @@ def mnist_test_tiles(data_dir: str = "data"):
     return test.data.numpy(), test.targets.numpy()
 
 
-def main(argv=None) -> int:
-    out, number = (argv or sys.argv[1:])[:2]
-    images, labels = mnist_test_tiles()
+def photo_of(number: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A BGR photo of number written with MNIST test digits (the same photo for the same number)."""
     rng = np.random.default_rng(int(number))
     tiles = [images[rng.choice(np.flatnonzero(labels == int(d)))] for d in number]
-    cv2.imwrite(out, render_photo(tiles, rng))
+    return render_photo(tiles, rng)
+
+
+def main(argv=None) -> int:
+    out, number = (argv or sys.argv[1:])[:2]
+    cv2.imwrite(out, photo_of(number, *mnist_test_tiles()))
     print(f"wrote {out}: a photo of {number}")
     return 0
 

@@ -19,7 +19,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class FinderSettings:
-    work_side: int = 480  # detection runs with the longer image side at most this (see README: speed)
+    work_side: int = 480  # detection runs with the longer image side at most this (see docs/measurements.md: speed)
     min_contrast: int = 40  # grey levels ink must stand above the paper; below: no digit
     min_height: float = 0.06  # a digit is at least this share of the shorter image side
     relative_height: float = 0.4  # ...and at least this share of the tallest digit found
@@ -28,7 +28,7 @@ class FinderSettings:
     split_aspect: float = 1.15  # ink wider than this x height may be several touching digits
     # Pen strokes are about equally wide everywhere: the widest point of a digit's ink is at
     # most 2.51x its mean stroke width over all 10,000 MNIST test digits (2.35 over UCI's
-    # 1,797); filled shapes and the textures of photographs spread wider (README: no digit).
+    # 1,797); filled shapes and the textures of photographs spread wider (docs/measurements.md: in the wild).
     max_stroke_spread: float = 2.8
     # With an ink detector: ink counts only this share of the image's longer side around
     # what the detector marked (its mark is coarse: a quarter of the frame's resolution).

@@ -12,7 +12,7 @@ from digitpipe.runtime.errors import InputError
 from digitpipe.runtime.model import Model
 from digitpipe.runtime.preprocess import resize_to_input
 
-# From `python -m bench.wild` (README): the highest threshold measured at which every kind
+# From `python -m bench.wild` (docs/measurements.md): the highest threshold measured at which every kind
 # of digit photo stays well above its target (UCI, the closest, by 1.8 points; at 0.6 by
 # 0.6). Non-digit ink is mostly turned away by the finder and the model's "no digit" class.
 DEFAULT_MIN_CONFIDENCE = 0.55

@@ -1,0 +1,184 @@
+"""The model bundled in the package, the Python API and `make bundle` (README: Python API)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import digitpipe
+from bench.make_photo import photo_of
+from digitpipe.export.bundle import bundle
+from digitpipe.runtime.bundled import BUNDLED_DIR, bundled_model
+from digitpipe.runtime.cli import build_parser, main
+from digitpipe.train.photos import render_photo
+from tests.conftest import ROOT, write_png
+
+BUNDLED_FILES = ("digits.onnx", "detector.onnx")
+NUMBER = "2026"  # the README's example reads a photo of it
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return digitpipe.Reader()
+
+
+@pytest.fixture(scope="module")
+def number_photo(mnist_test, tmp_path_factory) -> Path:
+    return write_png(tmp_path_factory.mktemp("number") / "number.png", photo_of(NUMBER, *mnist_test))
+
+
+@pytest.mark.parametrize("name", BUNDLED_FILES)
+def test_bundled_files_are_the_verified_ones(name):
+    model = BUNDLED_DIR / name
+    report = json.loads(model.with_suffix(".report.json").read_text())
+    assert report["passed"] is True
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == report["onnx_sha256"]
+    assert model.stat().st_size == report["onnx_bytes"]
+
+
+def test_bundled_model_reads_photos_of_digits_and_numbers(reader, mnist_test):
+    """Photos of MNIST test digits (which no model here trained on), alone and in numbers of 2-4.
+    Measured: 40/40 digits and 10/10 numbers on onnxruntime and cv2.dnn."""
+    images, labels = mnist_test
+    rng = np.random.default_rng(11)
+    picks = rng.choice(len(images), 40, replace=False)
+    digits = [(render_photo([images[i]], rng), str(labels[i])) for i in picks]
+    numbers = []
+    for _ in range(10):
+        idx = rng.choice(len(images), int(rng.integers(2, 5)), replace=False)
+        numbers.append((render_photo([images[i] for i in idx], rng), "".join(str(labels[i]) for i in idx)))
+    opencv = digitpipe.Reader(backend="opencv")
+    for r in (reader, opencv):
+        assert np.mean([r.read(photo).text == text for photo, text in digits]) >= 0.9
+        assert np.mean([r.read(photo).text == text for photo, text in numbers]) >= 0.8
+
+
+def test_readme_python_example_runs_as_written(number_photo, tmp_path):
+    """The README's example, copied out of README.md and run in a folder holding its photo."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    photo_name = re.search(r'read\("([^"]+)"\)', code).group(1)
+    shutil.copy(number_photo, tmp_path / photo_name)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text, as_dict = done.stdout.splitlines()[:2]
+    assert text == NUMBER
+    assert f"'text': '{NUMBER}'" in as_dict and "'digits': [{'label': '2'" in as_dict
+
+
+def test_api_reads_paths_and_every_array_layout_alike(reader, number_photo):
+    bgr = cv2.imread(str(number_photo))
+    assert reader.read(number_photo).text == NUMBER
+    assert reader.read(str(number_photo)).to_dict()["digits"] == reader.read(bgr).to_dict()["digits"]
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
+    for image in (gray, gray[:, :, None], bgra, bgr.astype(np.float32) / 255, bgr.astype(np.uint16) * 257):
+        assert reader.read(image).text == NUMBER, (image.dtype, image.shape)
+
+
+def test_api_result_is_what_run_digit_json_prints(reader, number_photo, capsys):
+    assert main(["--no-window", "--json", "--image", str(number_photo)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    ours = reader.read(number_photo).to_dict()
+    assert printed["text"] == ours["text"] == NUMBER
+    assert printed["digits"] == ours["digits"]
+    assert set(printed["ms"]) == set(ours["ms"]) == {"locate", "infer", "detect"}
+
+
+@pytest.mark.parametrize("bad", [[1, 2], None, np.zeros(5), np.zeros((2, 2, 2, 2)), np.array([["a"]]),
+                                 np.zeros((0, 4), np.uint8), np.zeros((4, 4, 7), np.uint8)])
+def test_api_refuses_what_is_no_image(reader, bad):
+    with pytest.raises(digitpipe.InputError):
+        reader.read(bad)
+
+
+def test_api_errors(tmp_path, number_photo):
+    with pytest.raises(digitpipe.InputError, match="no such file"):
+        digitpipe.Reader().read(tmp_path / "missing.png")
+    with pytest.raises(digitpipe.ModelError, match="no such model file"):
+        digitpipe.Reader(tmp_path / "missing.onnx")
+    with pytest.raises(digitpipe.ModelError, match="not a classifier"):
+        digitpipe.Reader(BUNDLED_DIR / "detector.onnx")
+    with pytest.raises(ValueError):
+        digitpipe.Reader(min_confidence=2)
+    with pytest.raises(digitpipe.InputError, match="pixels"):
+        digitpipe.Reader(max_pixels=1000).read(number_photo)
+    assert digitpipe.Reader(detector="none").detector_path is None
+
+
+def test_importing_digitpipe_loads_no_runtime_until_asked():
+    code = ("import sys, digitpipe; assert 'cv2' not in sys.modules and 'onnxruntime' not in sys.modules; "
+            "digitpipe.Reader; assert 'cv2' in sys.modules; print(sorted(dir(digitpipe)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "'Reader'" in done.stdout and "'bundled_model'" in done.stdout
+
+
+def test_run_digit_falls_back_to_the_bundled_model(number_photo, tmp_path):
+    """Without --model: artifacts/digits.onnx under the working folder when it exists, else the bundled file."""
+    run = [sys.executable, "-m", "digitpipe.runtime", "--no-window", "--image", str(number_photo)]
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    done = subprocess.run(run + ["--check-model"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0 and done.stdout.startswith(f"{number_photo}: {NUMBER}"), done.stderr
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "digits.onnx").write_bytes(b"not a model")
+    done = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 2 and "artifacts/digits.onnx" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_help_says_which_model_is_the_default():
+    text = " ".join(build_parser().format_help().split())
+    assert "default: artifacts/digits.onnx when it exists, else the model bundled with digitpipe" in text
+    assert str(bundled_model()) in text
+
+
+def fake_report(model: Path, **changes) -> None:
+    report = {"passed": True, "onnx_sha256": hashlib.sha256(model.read_bytes()).hexdigest(), **changes}
+    model.with_suffix(".report.json").write_text(json.dumps(report))
+
+
+def test_bundle_copies_only_verified_files(stand_in_model, tmp_path):
+    into = tmp_path / "models"
+    into.mkdir()
+    (into / "digits.onnx").write_bytes(b"the bundled model before")
+    source = tmp_path / "artifacts"
+    source.mkdir()
+    model = Path(shutil.copy(stand_in_model, source / "digits.onnx"))
+
+    refusals = [
+        ({"passed": False}, "did not pass"),
+        ({"onnx_sha256": "0" * 64}, "changed since export"),
+    ]
+    for changes, message in refusals:
+        fake_report(model, **changes)
+        with pytest.raises(digitpipe.ModelError, match=message):
+            bundle(model, into, log=lambda *_: None)
+        assert (into / "digits.onnx").read_bytes() == b"the bundled model before"
+    shutil.copy(BUNDLED_DIR / "detector.onnx", model)  # a detector where the classifier belongs
+    fake_report(model)
+    with pytest.raises(digitpipe.ModelError, match="expected 'logits'"):
+        bundle(model, into, log=lambda *_: None)
+    model.with_suffix(".report.json").unlink()
+    with pytest.raises(digitpipe.ModelError, match="no such file"):
+        bundle(model, into, log=lambda *_: None)
+
+    shutil.copy(stand_in_model, model)
+    fake_report(model)
+    (into / "detector.onnx").write_bytes(b"a detector of an earlier bundle")
+    assert {p.name for p in bundle(model, into, log=lambda *_: None)} == {"digits.onnx", "digits.report.json"}
+    assert (into / "digits.onnx").read_bytes() == Path(stand_in_model).read_bytes()
+    assert not (into / "detector.onnx").exists(), "a detector that does not belong to the new model"
+    shutil.copy(BUNDLED_DIR / "detector.onnx", source / "detector.onnx")
+    fake_report(source / "detector.onnx")
+    assert len(bundle(model, into, log=lambda *_: None)) == 4
+    assert digitpipe.Reader(into / "digits.onnx", check_model=True).detector_path == into / "detector.onnx"
