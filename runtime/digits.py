@@ -110,15 +110,18 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
         ink = cv2.morphologyEx(bright_ink(work), cv2.MORPH_TOPHAT, kernel)
         otsu, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         thresh_map = np.float32(max(otsu, settings.min_contrast))
+        ox = oy = 0
     else:  # the paper's level is taken around each marked part instead: a top-hat's is wrong near shadow edges
-        region, context, dark = _detected_region(work, ink_mask, settings.mask_grow)
-        if region is None:
+        near = _detected_region(work, ink_mask, settings.mask_grow)
+        if near is None:
             return []
-        ink, thresh_map = _local_ink(cv2.bitwise_not(work) if dark else work, context, settings.min_contrast)
+        (ox, oy), region, parts, dark = near  # ink, thresholds and labels below are within the crop at ox, oy
+        crop = work[oy : oy + region.shape[0], ox : ox + region.shape[1]]
+        ink, thresh_map = _local_ink(cv2.bitwise_not(crop) if dark else crop, parts, settings.min_contrast)
         ink[~region] = 0
     binary = (ink > thresh_map).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    groups, min_h = _group_components(stats[1:], h, w, settings)
+    groups, min_h = _group_components(stats[1:] + np.array([ox, oy, 0, 0, 0]), h, w, settings)
     found = []
     for number, members in enumerate(groups):
         gx, gy, gw, gh = _union_box(stats[1:][members])
@@ -144,28 +147,25 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
             mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             crop = np.where(mask, ink[y : y + bh, x : x + bw], 0)
             tile = normalise_tile(stretch_ink(crop, thresh), settings.fill, settings.tile)
-            box = tuple(int(round(v / scale)) for v in (x, y, bw, bh))
+            box = tuple(int(round(v / scale)) for v in (x + ox, y + oy, bw, bh))
             found.append(Candidate(box, tile, area, group, piece))
     return sorted(found, key=lambda c: c.box[0])
 
 
-def _local_ink(ink: np.ndarray, context: np.ndarray, floor: int) -> tuple[np.ndarray, np.ndarray]:
+def _local_ink(ink: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]], floor: int) -> tuple[np.ndarray, np.ndarray]:
     """(ink above its paper, a threshold for each pixel), each connected part of the context
     (the marked ink and the paper around it) on its own: a digit in a shadow or under glare
     has its own paper level (the median below its Otsu threshold) and contrast. Outside the
-    context: no ink, above any threshold."""
+    context: no ink, above any threshold. parts: (box slices, bool mask in the box) each."""
     out = np.zeros_like(ink)
     thresh_map = np.full(ink.shape, 256.0, np.float32)
-    count, parts, stats, _ = cv2.connectedComponentsWithStats(context.astype(np.uint8), connectivity=8)
-    for c in range(1, count):
-        x, y, w, h = stats[c, :4]
-        inside = parts[y : y + h, x : x + w] == c
-        values = ink[y : y + h, x : x + w][inside]
+    for box, inside in parts:
+        values = ink[box][inside]
         otsu, _ = cv2.threshold(values[:, None], 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         below = values[values <= otsu]
         paper = float(np.median(below)) if below.size else 0.0
-        out[y : y + h, x : x + w][inside] = np.clip(values.astype(np.float32) - paper, 0, 255).astype(np.uint8)
-        thresh_map[y : y + h, x : x + w][inside] = max(otsu - paper, floor)
+        out[box][inside] = np.clip(values.astype(np.float32) - paper, 0, 255).astype(np.uint8)
+        thresh_map[box][inside] = max(otsu - paper, floor)
     return out, thresh_map
 
 
@@ -173,20 +173,42 @@ CONTEXT = 4  # thresholds are chosen over the marked ink and this many times its
 
 
 def _detected_region(work: np.ndarray, ink_mask: np.ndarray, grow: float):
-    """(where ink may be read, bool at the working size; the wider context its thresholds
-    are chosen in; True when the ink is darker than the paper around it), or (None, ...)
-    when the detector marked nothing."""
+    """Where the detector marked ink, at the working size, or None when it marked nothing:
+    ((x, y) of the crop of `work` that holds all of it; where ink may be read in that crop,
+    bool; the parts of the wider context its thresholds are chosen in, for _local_ink, in
+    crop coordinates; True when the ink is darker than the paper around it).
+
+    The margins are grown, and the context split into parts, at the mask's own size (the
+    detector's input, e.g. 160x120) and then scaled up: at the working size the same
+    dilations and labelling cost 3 ms a frame, a third of the finder's time. The finder
+    then labels only the crop around the context."""
     h, w = work.shape
-    marked = cv2.resize(ink_mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    mh, mw = ink_mask.shape
+    marked = ink_mask.astype(np.uint8)
     if not marked.any():
-        return None, None, True
-    r = max(1, round(grow * max(h, w)))
+        return None
+    r = max(1, round(grow * max(mh, mw)))  # the margin in mask pixels
     region = cv2.dilate(marked, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     context = cv2.dilate(marked, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * CONTEXT * r + 1,) * 2))
+    small = cv2.resize(work, (mw, mh), interpolation=cv2.INTER_AREA)
     ring = context > marked  # paper around the marked ink
-    marked = marked > 0
-    dark = not ring.any() or float(work[marked].mean()) < float(work[ring].mean())
-    return region > 0, context > 0, dark
+    dark = not ring.any() or float(small[marked > 0].mean()) < float(small[ring].mean())
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(context, connectivity=8)
+    sx, sy = w / mw, h / mh
+
+    def to_work(x, y, bw, bh):  # a box in mask pixels -> slice bounds at the working size, a pixel wider
+        return (max(0, int(x * sx) - 1), max(0, int(y * sy) - 1),
+                min(w, int(np.ceil((x + bw) * sx)) + 1), min(h, int(np.ceil((y + bh) * sy)) + 1))
+
+    x0, y0, x1, y1 = to_work(*cv2.boundingRect(context))
+    labels_up = cv2.resize(labels.astype(np.uint16), (w, h), interpolation=cv2.INTER_NEAREST)[y0:y1, x0:x1]
+    parts = []
+    for c in range(1, count):
+        px0, py0, px1, py1 = to_work(*stats[c, :4])
+        box = (slice(py0 - y0, py1 - y0), slice(px0 - x0, px1 - x0))
+        parts.append((box, labels_up[box] == c))
+    region_up = cv2.resize(region, (w, h), interpolation=cv2.INTER_NEAREST)[y0:y1, x0:x1] > 0
+    return (x0, y0), region_up, parts, dark
 
 
 def most_prominent(found: list[Candidate]) -> list[Candidate]:
