@@ -189,3 +189,34 @@ def test_generic_randomisation_keeps_the_ink_target_with_the_page(mnist_test):
     x, y = make_scenes(12, 4, images[:50], np.zeros((5, 28, 28), np.uint8), generic=True)
     assert x.shape == (12, 3, 120, 160) and y.shape == (12, 1, 120, 160)
     assert 0.002 < y.float().mean() < 0.2  # digit ink, a small share of each frame
+
+
+def test_colour_curves_vary_hue_and_keep_ink_apart_from_paper():
+    """Papers and inks of any hue, but ink and paper always differ in brightness (the target stays visible)."""
+    from digitpipe.train.detector import colour_curves
+
+    page = np.full((40, 40, 3), 210, np.uint8)
+    page[10:30, 18:22] = 50  # a stroke
+    papers = []
+    for seed in range(60):
+        out = colour_curves(page, np.random.default_rng(seed))
+        gray = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).astype(int)
+        assert abs(gray[0, 0] - gray[20, 20]) >= 48, seed
+        papers.append(out[0, 0].astype(int))
+    papers = np.array(papers)
+    assert (papers.max(axis=1) - papers.min(axis=1) > 60).mean() > 0.5  # most pages are clearly coloured
+    assert papers.std(axis=0).min() > 30  # in every channel
+
+
+def test_printed_structure_prints_on_the_page_not_in_the_ink_target(mnist_test):
+    from digitpipe.train.detector import printed_structure
+    from digitpipe.train.scenes import compose_scene
+
+    images, _ = mnist_test
+    for seed in range(6):
+        plain, ink = compose_scene((), list(images[:3]), np.random.default_rng(seed), with_ink=True)
+        printed, printed_ink = compose_scene((), list(images[:3]), np.random.default_rng(seed), with_ink=True,
+                                             furniture=[printed_structure])
+        assert np.array_equal(ink, printed_ink)
+        changed = np.abs(printed.astype(int) - plain.astype(int)).max(axis=2) > 40
+        assert changed[ink == 0].sum() > 100, seed  # print away from the digits, outside the target

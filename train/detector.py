@@ -146,6 +146,45 @@ def uneven_light(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(photo.astype(np.float32) * field[..., None], 0, 255).astype(np.uint8)
 
 
+def printed_structure(page: np.ndarray, boxes, rng: np.random.Generator) -> None:
+    """Print no family names: sets of parallel lines at any angle and spacing, tables, and
+    boxes anywhere (some around the digits), in any colour and weight."""
+    h, w = page.shape[:2]
+    colour = tuple(float(c) for c in rng.uniform(0, 200, 3))
+    thickness = int(rng.integers(1, 4))
+    kind = int(rng.integers(3))
+    if kind < 2:  # parallel lines, or (kind 1) a table: two sets at right angles
+        angle, step = rng.uniform(-0.3, 0.3) + rng.choice([0, np.pi / 2]), rng.uniform(12, 140)
+        for a in [angle, angle + np.pi / 2][: kind + 1]:
+            d, n = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+            for offset in np.arange(-w - h, w + h, step) + rng.uniform(0, step):
+                centre = np.array([w / 2, h / 2]) + n * offset
+                p0, p1 = centre - d * (w + h), centre + d * (w + h)
+                cv2.line(page, tuple(int(v) for v in p0), tuple(int(v) for v in p1), colour, thickness, cv2.LINE_AA)
+    else:
+        rects = [(x - m, y - m, bw + 2 * m, bh + 2 * m) for (x, y, bw, bh) in boxes if rng.random() < 0.5
+                 for m in [rng.uniform(-0.1, 0.4) * bh]]
+        rects += [tuple(rng.uniform(0, 1, 4) * [w, h, w / 2, h / 2]) for _ in range(int(rng.integers(1, 6)))]
+        for x, y, bw, bh in rects:
+            cv2.rectangle(page, (int(x), int(y)), (int(x + bw), int(y + bh)), colour, thickness, cv2.LINE_AA)
+
+
+def colour_curves(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Colour no family names: each channel through its own random tone curve (papers and
+    inks of any hue, colour casts, a channel in which ink is lighter than paper), redrawn until
+    typical ink (50) and paper (210) still differ in brightness by 50 of 255."""
+    x = np.arange(256, dtype=np.float32) / 255
+    for _ in range(20):
+        lo, hi, gamma = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3), rng.uniform(0.6, 1.6, 3)
+        luts = [lo[c] + (hi[c] - lo[c]) * x ** gamma[c] for c in range(3)]
+        luma = np.array([0.114, 0.587, 0.299])  # BGR
+        ink, paper = (float(luma @ [lut[v] for lut in luts]) for v in (50, 210))
+        if abs(paper - ink) >= 50:
+            lut = np.stack(luts, axis=1).clip(0, 255).astype(np.uint8)[:, None, :]  # 256 x 1 x 3
+            return cv2.LUT(photo, lut)
+    return photo
+
+
 def cluttered_background(photo: np.ndarray, ink: np.ndarray, rng: np.random.Generator):
     """The page shrunk and warped onto a background of random texture, colour and shapes
     (no family's desk): what is not the page must not be marked."""
@@ -184,8 +223,12 @@ def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndar
         if rng.random() < 0.35 else []
     light_ink = "colour" not in exclude and rng.random() < 0.1
     tiles = tiles or [np.zeros((28, 28), np.uint8)]  # a page with nothing to read: a tile without ink
+    printed = [printed_structure] if generic and rng.random() < 0.3 else []
     photo, ink = compose_scene(random_conditions(rng, exclude), tiles, rng, jpeg_quality=int(rng.integers(40, 95)),
-                               with_ink=True, others=distract, light_ink=light_ink, digit_height=(0.08, 0.5))
+                               with_ink=True, others=distract, light_ink=light_ink, digit_height=(0.08, 0.5),
+                               furniture=printed)
+    if generic and rng.random() < 0.3:
+        photo = colour_curves(photo, rng)
     if generic and rng.random() < 0.3:
         photo = uneven_light(photo, rng)
     if generic and rng.random() < 0.3:
@@ -307,7 +350,7 @@ def build_parser():
     p.add_argument("--exclude", default="", metavar="FAMILIES",
                    help=f"comma-separated scene families never to show ({', '.join(FAMILIES)}): leave-one-family-out")
     p.add_argument("--generic", action=argparse.BooleanOptionalAction, default=d.generic,
-                   help="also randomise light and backgrounds that no scene family names (30%% of scenes each)")
+                   help="also randomise print, colour, light and backgrounds that no scene family names (30%% of scenes each)")
     p.add_argument("--data-dir", default=d.data_dir, help="where MNIST is found or fetched to")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default=d.out, help="checkpoint to write (atomically, when training finished)")

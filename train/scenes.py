@@ -140,10 +140,11 @@ def render_scene(family: str, tiles: list[np.ndarray], rng: np.random.Generator,
 
 def compose_scene(conditions, tiles: list[np.ndarray], rng: np.random.Generator, jpeg_quality: int = 85,
                   with_ink: bool = False, others: list[np.ndarray] = (), light_ink: bool = False,
-                  digit_height=(0.18, 0.4)):
+                  digit_height=(0.18, 0.4), furniture=()):
     """A photo under any combination of the families' conditions (none: plain paper). others:
     light-on-dark tiles of ink that is no digit (letters, doodles), written in a second row
-    and left out of the returned ink; light_ink: chalk-like ink lighter than a dark board."""
+    and left out of the returned ink; light_ink: chalk-like ink lighter than a dark board;
+    furniture: more f(page, boxes, rng) that print on the page before the ink goes on."""
     conditions = set(conditions)
     ink, boxes = layout_ink(tiles, rng, (W, H), rng.uniform(*digit_height) * H, gap=(0.08, 0.3))
     other = layout_ink(list(others), rng, (W, H), rng.uniform(0.1, 0.3) * H)[0] if len(others) else np.zeros_like(ink)
@@ -157,6 +158,8 @@ def compose_scene(conditions, tiles: list[np.ndarray], rng: np.random.Generator,
     for name in FURNITURE:
         if name in conditions:
             FURNITURE[name](page, boxes, rng)
+    for draw in furniture:
+        draw(page, boxes, rng)
     written = np.maximum(ink, other)[..., None]
     photo = page * (1 - written) + ink_colour * written
     for name in LIGHT:
