@@ -27,9 +27,8 @@ import torch
 
 from digitpipe.export.cli import announce, export_stamp, install
 from digitpipe.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, attach_metadata, input_shape
-from digitpipe.export.verify import ATOL, PREPROCESS_ATOL, Comparison, _checked
+from digitpipe.export.verify import ATOL, PREPROCESS_ATOL, Comparison, _checked, read_back
 from digitpipe.runtime.errors import ModelError, first_line
-from digitpipe.runtime.imageio import read_image
 from digitpipe.runtime.metadata import ModelInfo, Preprocess
 from digitpipe.runtime.preprocess import resize_to_input
 from digitpipe.train import checkpoint
@@ -100,18 +99,6 @@ def iou(mask: np.ndarray, truth: np.ndarray) -> float:
     return float((mask & truth).sum() / max((mask | truth).sum(), 1))
 
 
-def written_and_read(photos: list) -> list:
-    """The photos as run-digit gets them: written as PNG files and read back by its reader."""
-    with tempfile.TemporaryDirectory(prefix="digitpipe-verify-") as tmp:
-        images = []
-        for i, photo in enumerate(photos):
-            path = Path(tmp) / f"{i:04d}.png"
-            if not cv2.imwrite(str(path), photo):
-                raise OSError(f"cannot write {path}")
-            images.append(read_image(path))
-    return images
-
-
 def verify_detector(path: Path, runtimes: dict, net: torch.nn.Module, photos: list, truth: np.ndarray) -> dict:
     report = _checked(path, kind="float32", atol=ATOL, task="ink-detector")
     x = torch.rand(8, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
@@ -124,7 +111,8 @@ def verify_detector(path: Path, runtimes: dict, net: torch.nn.Module, photos: li
         ref = torch.cat([net(train_input[i : i + 32]) for i in range(0, len(small), 32)])[:, 0].numpy()
     quality = {"pytorch": iou(ref > 0, truth)}
     preprocess_diff = 0.0
-    images = written_and_read(photos)
+    with tempfile.TemporaryDirectory(prefix="digitpipe-verify-") as tmp:  # the scenes as run-digit gets them
+        images = [read_back(photo, Path(tmp) / f"{i:04d}.png") for i, photo in enumerate(photos)]
     for name, rt in runtimes.items():
         # What InkDetector.logits does to each frame, for all the scenes in one run.
         blob = rt.blob([resize_to_input(image, rt.info.preprocess) for image in images])

@@ -67,21 +67,28 @@ def torch_logits(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     return torch.cat([model(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]).numpy()
 
 
+def read_back(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """pixels as run-digit gets them: written to path as a PNG file and read by its reader
+    (the file is removed again)."""
+    if not cv2.imwrite(str(path), pixels):
+        raise OSError(f"cannot write {path}")
+    try:
+        return read_image(path)
+    finally:
+        path.unlink()
+
+
 def runtime_tiles(reader: DigitReader, images: torch.Tensor, folder: Path) -> list[np.ndarray]:
     """Each image written as a PNG file, then read and located exactly as run-digit does.
 
     Training stores colour images RGB; a PNG written by OpenCV takes BGR."""
     tiles = []
     for i, img in enumerate(images.numpy()):
-        path = folder / f"{i:05d}.png"
         pixels = img.transpose(1, 2, 0)
         if pixels.shape[2] == 3:
             pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(str(path), pixels):
-            raise OSError(f"cannot write {path}")
-        _, found = reader.locate(read_image(path))
+        _, found = reader.locate(read_back(pixels, folder / f"{i:05d}.png"))
         tiles.append(found[0] if found else np.zeros_like(pixels))
-        path.unlink()
     return tiles
 
 

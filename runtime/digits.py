@@ -152,7 +152,8 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
     return sorted(found, key=lambda c: c.box[0])
 
 
-def _local_ink(ink: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]], floor: int) -> tuple[np.ndarray, np.ndarray]:
+def _local_ink(ink: np.ndarray, parts: list[tuple[tuple[slice, slice], np.ndarray]],
+               floor: int) -> tuple[np.ndarray, np.ndarray]:
     """(ink above its paper, a threshold for each pixel), each connected part of the context
     (the marked ink and the paper around it) on its own: a digit in a shadow or under glare
     has its own paper level (the median below its Otsu threshold) and contrast. Outside the

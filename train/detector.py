@@ -174,10 +174,10 @@ def colour_curves(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     inks of any hue, colour casts, a channel in which ink is lighter than paper), redrawn until
     typical ink (50) and paper (210) still differ in brightness by 50 of 255."""
     x = np.arange(256, dtype=np.float32) / 255
+    luma = np.array([0.114, 0.587, 0.299])  # BGR
     for _ in range(20):
         lo, hi, gamma = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3), rng.uniform(0.6, 1.6, 3)
         luts = [lo[c] + (hi[c] - lo[c]) * x ** gamma[c] for c in range(3)]
-        luma = np.array([0.114, 0.587, 0.299])  # BGR
         ink, paper = (float(luma @ [lut[v] for lut in luts]) for v in (50, 210))
         if abs(paper - ink) >= 50:
             lut = np.stack(luts, axis=1).clip(0, 255).astype(np.uint8)[:, None, :]  # 256 x 1 x 3
