@@ -5,9 +5,10 @@ MNIST digits are light ink on black, scaled to fit 20x20 keeping aspect, then pl
 size and place, under uneven light. The pipeline, all at a bounded working resolution:
   polarity (which tail of the histogram is ink) -> ink made bright -> background removed
   with a morphological top-hat (uneven light and shadows) -> Otsu threshold with a floor
-  -> connected components -> pieces of one digit merged by horizontal overlap, touching
-  digits cut at the thinnest ink column -> each digit masked, contrast-stretched and
-  normalised into a tile, left to right.
+  -> connected components -> pieces of one digit merged by horizontal overlap; wide ink
+  offered whole and cut at thin ink columns into every plausible run of digits (the reader
+  keeps the cut the classifier is surest of, choose_readings) -> each digit masked,
+  contrast-stretched and normalised into a tile, left to right.
 """
 from __future__ import annotations
 
@@ -25,7 +26,12 @@ class FinderSettings:
     relative_height: float = 0.4  # ...and at least this share of the tallest digit found
     max_row_gap: float = 0.5  # ink further below other ink than this x the taller one's height: another row
     max_aspect: float = 2.5  # wider than this x height: a line, not a digit
-    split_aspect: float = 1.15  # ink wider than this x height may be several touching digits
+    split_aspect: float = 0.95  # ink wider than this x height may be several touching digits...
+    max_digits: int = 6  # ...at most this many, each this share of its height wide:
+    min_piece: float = 0.12
+    max_piece: float = 1.3
+    piece_height: float = 0.7  # a piece is at least this share of its group's height
+    cut_spacing: float = 0.12  # cuts closer than this x the group's height are one cut
     # Pen strokes are about equally wide everywhere: the widest point of a digit's ink is at
     # most 2.51x its mean stroke width over all 10,000 MNIST test digits (2.35 over UCI's
     # 1,797); filled shapes and the textures of photographs spread wider (docs/measurements.md: in the wild).
@@ -42,11 +48,13 @@ class Candidate:
     box: tuple[int, int, int, int]  # x, y, w, h in the original image
     tile: np.ndarray  # uint8 tile x tile, light ink on black
     area: int  # ink pixels at working scale, for ranking prominence
-    # Wide ink may be several touching digits: it is offered whole and cut into pieces, all
-    # with the same group number, and choose_readings keeps whichever the classifier is
-    # surer of. group -1: ink offered once.
+    # Wide ink may be several touching digits: it is offered whole and cut at several places
+    # into pieces, all with the same group number, and choose_readings keeps the reading of
+    # the whole group the classifier is surest of. group -1: ink offered once.
     group: int = -1
     piece: bool = False  # one piece of its group (False: the group whole, or ink never cut)
+    span: tuple[int, int] = (0, 0)  # the columns of its group this candidate was cut from...
+    extent: int = 0  # ...of the group's columns 0..extent
 
     @property
     def offered_twice(self) -> bool:
@@ -126,29 +134,32 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
     for number, members in enumerate(groups):
         gx, gy, gw, gh = _union_box(stats[1:][members])
         group_mask = np.isin(labels[gy : gy + gh, gx : gx + gw], [i + 1 for i in members])
-        pieces = _split_touching(group_mask, settings.split_aspect)
-        if len(pieces) > 1:
-            pieces = [(0, gw, number, False)] + [(c0, c1, number, True) for c0, c1 in pieces]
-        else:
-            pieces = [(0, gw, -1, False)]
-        for c0, c1, group, piece in pieces:
-            rows = np.flatnonzero(group_mask[:, c0:c1].any(axis=1))
+        if stroke_spread(group_mask) > settings.max_stroke_spread:
+            continue  # not pen strokes, and neither are its pieces
+        spans = _segment_spans(group_mask, settings)
+        for c0, c1 in spans:
+            mask = group_mask[:, c0:c1]
+            if len(spans) > 1:
+                mask = _drop_slivers(mask, c0 > 0, c1 < gw)
+            rows = np.flatnonzero(mask.any(axis=1))
+            cols = np.flatnonzero(mask.any(axis=0))
             if rows.size == 0:
                 continue
-            r0, r1 = int(rows[0]), int(rows[-1]) + 1
-            x, y, bw, bh = gx + c0, gy + r0, c1 - c0, r1 - r0
+            r0, r1, k0, k1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            x, y, bw, bh = gx + c0 + k0, gy + r0, k1 - k0, r1 - r0
             if bh < min_h or bw > settings.max_aspect * bh:  # too small, or a line rather than a digit
                 continue
-            mask = group_mask[r0:r1, c0:c1]
-            if stroke_spread(mask) > settings.max_stroke_spread:
+            if (c0, c1) != (0, gw) and bh < settings.piece_height * gh:  # a tail cut off one digit, not another
                 continue
+            mask = mask[r0:r1, k0:k1]
             area = int(mask.sum())
             thresh = float(thresh_map if thresh_map.ndim == 0 else thresh_map[y : y + bh, x : x + bw][mask].max())
             mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             crop = np.where(mask, ink[y : y + bh, x : x + bw], 0)
             tile = normalise_tile(stretch_ink(crop, thresh), settings.fill, settings.tile)
             box = tuple(int(round(v / scale)) for v in (x + ox, y + oy, bw, bh))
-            found.append(Candidate(box, tile, area, group, piece))
+            whole = (c0, c1) == (0, gw)
+            found.append(Candidate(box, tile, area, number if len(spans) > 1 else -1, not whole, (c0, c1), gw))
     return sorted(found, key=lambda c: c.box[0])
 
 
@@ -221,28 +232,44 @@ def most_prominent(found: list[Candidate]) -> list[Candidate]:
     return [max(whole or found, key=lambda c: c.area)]
 
 
+# Ink read in pieces is a reading only if every piece is a confident digit: of the many cuts
+# tried, some pieces of a letter or a doodle pass for digits (the halves of a "V" for "1"s).
+PIECE_MIN = 0.85
+UNREAD = 0.01  # the score of columns left unread (ink no candidate covers, e.g. a stray tail)
+
+
 def choose_readings(found: list[Candidate], score: np.ndarray) -> list[int]:
-    """Indices of the candidates to report, given the classifier's score for each: for ink
-    offered whole and in pieces, the reading the classifier is surer of (the pieces win when
-    their least confident beats the whole; pieces whose whole was turned away stay)."""
-    whole: dict[int, int] = {}
-    pieces: dict[int, list[int]] = {}
-    for k, c in enumerate(found):
-        if c.piece:
-            pieces.setdefault(c.group, []).append(k)
-        elif c.offered_twice:
-            whole[c.group] = k
+    """Indices of the candidates to report, given the classifier's score for each (0 for
+    "none of these"): ink offered once is kept; for each group of ink offered whole and in
+    pieces, the candidates that cover the group's columns with the largest product of
+    scores (segmentation by recognition: dynamic programming over the cut positions)."""
+    groups: dict[int, list[int]] = {}
     keep = []
     for k, c in enumerate(found):
-        if not c.offered_twice:
+        if c.offered_twice:
+            groups.setdefault(c.group, []).append(k)
+        else:
             keep.append(k)
-        elif not c.piece:
-            parts = pieces.get(c.group, [])
-            if not parts or score[k] >= min(score[p] for p in parts):
-                keep.append(k)
-        elif c.group not in whole or min(score[p] for p in pieces[c.group]) > score[whole[c.group]]:
-            keep.append(k)
-    return keep
+    for members in groups.values():
+        keep += _best_path(found, score, members)
+    return sorted(keep)
+
+
+def _best_path(found: list[Candidate], score: np.ndarray, members: list[int]) -> list[int]:
+    width = found[members[0]].extent
+    stops = sorted({0, width, *(p for k in members for p in found[k].span)})
+    piece = np.array([found[k].piece for k in range(len(found))])
+    log_score = np.log(np.maximum(np.where(piece & (score < PIECE_MIN), 0.0, score), 1e-4))
+    # column -> (log score of the best reading of the columns before it, its candidates)
+    best: dict[int, tuple[float, list[int]]] = {0: (0.0, [])}
+    for stop in stops[1:]:
+        options = [(best[p][0] + np.log(UNREAD), best[p][1]) for p in stops if p < stop]
+        for k in members:
+            c0, c1 = found[k].span
+            if c1 == stop:
+                options.append((best[c0][0] + log_score[k], best[c0][1] + [k]))
+        best[stop] = max(options, key=lambda o: o[0])
+    return best[width][1]
 
 
 def stroke_spread(mask: np.ndarray) -> float:
@@ -256,23 +283,51 @@ def stroke_spread(mask: np.ndarray) -> float:
     return widest / max(mean_width, 1e-6)
 
 
-def _split_touching(mask: np.ndarray, split_aspect: float) -> list[tuple[int, int]]:
-    """Column ranges of the digits in one ink group: touching digits are cut where the
-    column profile of the ink is thinnest, near where equal-width digits would meet."""
+def _segment_spans(mask: np.ndarray, s: FinderSettings) -> list[tuple[int, int]]:
+    """Column ranges to offer the classifier for one group of ink: the whole, and when it is
+    wide enough to be touching digits, every range between two candidate cuts that could be
+    one digit. Cuts are where the column profile of the ink is thinnest near where n
+    equal-width digits would meet, for each plausible n, and at its local minima."""
     h, w = mask.shape
-    if w <= split_aspect * h:
+    if w <= s.split_aspect * h:
         return [(0, w)]
-    n = max(2, round(w / (0.8 * h)))  # handwritten digits are ~0.5-1.0 x their height wide
-    profile = mask.sum(axis=0)
-    edges, start = [0], 0
-    for k in range(1, n):
-        centre, reach = k * w // n, max(1, w // (3 * n))
-        lo, hi = max(start + 1, centre - reach), min(w - 1, centre + reach)
-        cut = lo + int(np.argmin(profile[lo:hi])) if hi > lo else centre
-        edges.append(cut)
-        start = cut
-    edges.append(w)
-    return list(zip(edges[:-1], edges[1:]))
+    profile = mask.sum(axis=0).astype(np.float32)
+    cuts = set()
+    for n in range(2, min(s.max_digits, max(2, int(w / (0.35 * h)))) + 1):
+        start = 0
+        for k in range(1, n):
+            centre, reach = k * w // n, max(1, w // (3 * n))
+            lo, hi = max(start + 1, centre - reach), min(w - 1, centre + reach)
+            start = lo + int(np.argmin(profile[lo:hi])) if hi > lo else centre
+            cuts.add(start)
+    inner = profile[1:-1]
+    minima = 1 + np.flatnonzero((inner <= profile[:-2]) & (inner <= profile[2:]) & (inner < 0.5 * inner.max()))
+    cuts.update(int(m) for m in minima)
+    stops, near = [0], max(2, round(s.cut_spacing * h))
+    for c in sorted(cuts):  # cuts closer than this are one cut
+        if c - stops[-1] >= near and w - c >= near:
+            stops.append(c)
+    stops.append(w)
+    spans = [(0, w)]
+    for i, a in enumerate(stops):
+        for b in stops[i + 1 :]:
+            if (a, b) != (0, w) and s.min_piece * h <= b - a <= s.max_piece * h:
+                spans.append((a, b))
+    return spans
+
+
+def _drop_slivers(mask: np.ndarray, cut_left: bool, cut_right: bool) -> np.ndarray:
+    """A piece cut from touching digits without the bits of its neighbours' ink the cut left
+    at its edges: small parts touching a cut side."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    w = mask.shape[1]
+    small = 0.15 * stats[1:, cv2.CC_STAT_AREA].sum()
+    drop = [c for c in range(1, count) if stats[c, cv2.CC_STAT_AREA] < small and (
+        (cut_left and stats[c, cv2.CC_STAT_LEFT] == 0)
+        or (cut_right and stats[c, cv2.CC_STAT_LEFT] + stats[c, cv2.CC_STAT_WIDTH] == w))]
+    return mask & ~np.isin(labels, drop) if drop else mask
 
 
 def stretch_ink(crop: np.ndarray, thresh: float) -> np.ndarray:

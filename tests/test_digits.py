@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from digitpipe.train.photos import render_photo
-from digitpipe.runtime.digits import FinderSettings, find_digits, ink_is_dark, normalise_tile
+from digitpipe.runtime.digits import Candidate, FinderSettings, choose_readings, find_digits, ink_is_dark, normalise_tile
 
 
 def test_normalise_tile_fits_20_and_centres_mass():
@@ -82,27 +82,57 @@ def test_any_image_is_located_or_refused_cleanly(image):
         assert 0 <= x and 0 <= y and x + w <= gray.shape[1] + 1 and y + h <= gray.shape[0] + 1
 
 
-def test_touching_digits_are_offered_whole_and_in_pieces(mnist_test):
+def test_touching_digits_are_offered_whole_and_cut_at_several_places(mnist_test):
     images, _ = mnist_test
     photo = render_photo([images[3], images[4]], np.random.default_rng(5), gap=(-0.1, -0.1))  # a 0 touching a 4
     found = find_digits(photo)
     whole = [c for c in found if c.offered_twice and not c.piece]
     pieces = [c for c in found if c.piece]
-    assert len(whole) == 1 and len(pieces) == 2
-    (wx, _, ww, _), (p1, p2) = whole[0].box, [c.box for c in pieces]
-    assert p1[0] == wx and p1[0] + p1[2] <= p2[0] + 1 and p2[0] + p2[2] == wx + ww
+    assert len(whole) == 1 and len(pieces) >= 2
+    (wx, _, ww, _), extent = whole[0].box, whole[0].extent
+    assert whole[0].span == (0, extent) and all(c.extent == extent and 0 <= c.span[0] < c.span[1] <= extent for c in pieces)
+    for c in pieces:  # each piece lies within the whole, where its columns say
+        assert wx <= c.box[0] and c.box[0] + c.box[2] <= wx + ww
+    ends = {c.span[1] for c in pieces if c.span[0] == 0}
+    assert any(c.span[0] in ends and c.span[1] == extent for c in pieces), "no two pieces make up the whole"
 
 
-def test_choose_readings_keeps_the_surer_reading():
-    from digitpipe.runtime.digits import Candidate
-    from digitpipe.runtime.digits import choose_readings
-
+def spans(*items):
+    """Candidates of one group of 30 columns: (c0, c1) each; (0, 30) is the whole."""
     tile = np.zeros((28, 28), np.uint8)
-    found = [Candidate((0, 0, 5, 5), tile, 1), Candidate((10, 0, 20, 10), tile, 1, group=0),
-             Candidate((10, 0, 10, 10), tile, 1, group=0, piece=True), Candidate((20, 0, 10, 10), tile, 1, group=0, piece=True)]
+    return [Candidate((c0, 0, c1 - c0, 10), tile, 1, group=0, piece=(c0, c1) != (0, 30), span=(c0, c1), extent=30)
+            for c0, c1 in items]
+
+
+def test_choose_readings_keeps_the_most_likely_cut():
+    tile = np.zeros((28, 28), np.uint8)
+    alone = Candidate((50, 0, 5, 5), tile, 1)
+    found = [alone, *spans((0, 30), (0, 15), (15, 30))]
     assert choose_readings(found, np.array([0.9, 0.5, 0.95, 0.9])) == [0, 2, 3]  # both pieces surer
-    assert choose_readings(found, np.array([0.9, 0.97, 0.95, 0.6])) == [0, 1]  # one weak piece: keep whole
-    assert choose_readings([found[0], *found[2:]], np.array([0.9, 0.5, 0.4])) == [0, 1, 2]  # whole turned away
+    assert choose_readings(found, np.array([0.9, 0.97, 0.95, 0.8])) == [0, 1]  # one doubtful piece: the whole
+    # the best of three cuts: 0.9 x 0.95 beats the whole (0.3) and a cut with a doubtful piece
+    found = [alone, *spans((0, 30), (0, 10), (10, 30), (0, 20), (20, 30))]
+    assert choose_readings(found, np.array([0.9, 0.3, 0.9, 0.95, 0.99, 0.5])) == [0, 2, 3]
+    # three digits beat two when each is sure enough
+    found = spans((0, 30), (0, 10), (10, 20), (20, 30), (10, 30))
+    assert choose_readings(found, np.array([0.0, 0.95, 0.95, 0.95, 0.6])) == [1, 2, 3]
+    # the whole turned away (too wide) and no confident cut: nothing, not the doubtful pieces
+    assert choose_readings(spans((0, 15), (15, 30)), np.array([0.5, 0.4])) == []
+    assert choose_readings(spans((0, 15), (15, 30)), np.array([0.9, 0.95])) == [0, 1]
+
+
+def test_a_cut_off_tail_is_no_piece():
+    """A 2 with a long tail, wide enough to be tried as two digits: no piece is the tail alone."""
+    page = np.full((300, 400), 230, np.uint8)
+    cv2.ellipse(page, (150, 110), (45, 45), 0, 180, 400, 30, 8)  # the 2's bow
+    cv2.line(page, (183, 142), (110, 220), 30, 8)
+    cv2.line(page, (110, 220), (300, 220), 30, 8)  # a tail twice the bow's width
+    cv2.line(page, (300, 220), (300, 170), 30, 8)  # ending in a short upstroke
+    found = find_digits(page)
+    whole = [c for c in found if not c.piece]
+    assert len(whole) == 1 and whole[0].offered_twice
+    height = whole[0].box[3]
+    assert all(c.box[3] >= FinderSettings().piece_height * height - 2 for c in found)
 
 
 def test_pen_strokes_spread_little_blobs_and_textures_much(mnist_test):
