@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.wild import evaluate, wild_set
+from bench.wild import evaluate, scene_sets
 from digitpipe.train.detector import DetectorConfig
 from digitpipe.train.scenes import FAMILIES
 
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="artifacts/lofo.json")
     args = p.parse_args(argv)
     t = time.perf_counter()
-    sets = wild_set(args.count)
+    sets = scene_sets(args.count)
     results = {}
     for family in [f for f in args.families.split(",") if f]:
         detector = detector_without(family, args.folder, args.data_dir, generic=args.generic,

@@ -148,7 +148,16 @@ def wild_set(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, s
     sets["faces"] = [(photo_view(cv2.cvtColor(faces[k % len(faces)], cv2.COLOR_GRAY2BGR), rng, int(rng.integers(200, 481)), crop=False), "")
                      for k in range(min(count, len(faces)))]
     sets["photos"] = [(photo_view(photos[k % len(photos)], rng), "") for k in range(count)]
-    scene_rng = np.random.default_rng(seed + 1)  # its own stream: the kinds above stay as they were
+    return sets | scene_sets(count, seed)
+
+
+def scene_sets(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """The "scene:<family>" kinds of wild_set alone (bench.lofo needs no others)."""
+    from bench.make_photo import mnist_test_tiles
+
+    images, labels = mnist_test_tiles()
+    scene_rng = np.random.default_rng(seed + 1)  # its own stream: the other kinds stay as they were
+    sets = {}
     for family in FAMILIES:
         items = sets[f"scene:{family}"] = []
         for _ in range(count):

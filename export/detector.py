@@ -32,7 +32,8 @@ from digitpipe.runtime.errors import ModelError, first_line
 from digitpipe.runtime.metadata import ModelInfo, Preprocess
 from digitpipe.runtime.preprocess import resize_to_input
 from digitpipe.train import checkpoint
-from digitpipe.train.detector import HEIGHT, WIDTH, camera, distractor_tiles, load_detector, to_input, training_tiles
+from digitpipe.train.detector import HEIGHT, WIDTH, distractor_tiles, load_detector, to_input, training_tiles
+from digitpipe.train.detector_scenes import camera
 from digitpipe.train.scenes import FAMILIES, compose_scene
 
 OUTPUT_NAME = "ink"

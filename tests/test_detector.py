@@ -191,9 +191,22 @@ def test_generic_randomisation_keeps_the_ink_target_with_the_page(mnist_test):
     assert 0.002 < y.float().mean() < 0.2  # digit ink, a small share of each frame
 
 
+def test_scenes_are_the_same_whatever_the_number_of_processes_drawing_them(mnist_test):
+    """Training data must not depend on the machine's core count: each chunk has its own seed."""
+    from digitpipe.train.detector_scenes import draw_scenes
+
+    images, _ = mnist_test
+    others = np.zeros((5, 28, 28), np.uint8)
+    alone = draw_scenes(20, 7, images[:50], others, generic=True, workers=1)
+    pooled = draw_scenes(20, 7, images[:50], others, generic=True, workers=2)
+    assert alone[0].shape == (20, 120, 160, 3) and alone[1].shape == (20, 120, 160)
+    assert np.array_equal(alone[0], pooled[0]) and np.array_equal(alone[1], pooled[1])
+    assert not np.array_equal(alone[0], draw_scenes(20, 8, images[:50], others, workers=1)[0])
+
+
 def test_colour_curves_vary_hue_and_keep_ink_apart_from_paper():
     """Papers and inks of any hue, but ink and paper always differ in brightness (the target stays visible)."""
-    from digitpipe.train.detector import colour_curves
+    from digitpipe.train.detector_scenes import colour_curves
 
     page = np.full((40, 40, 3), 210, np.uint8)
     page[10:30, 18:22] = 50  # a stroke
@@ -209,7 +222,7 @@ def test_colour_curves_vary_hue_and_keep_ink_apart_from_paper():
 
 
 def test_printed_structure_prints_on_the_page_not_in_the_ink_target(mnist_test):
-    from digitpipe.train.detector import printed_structure
+    from digitpipe.train.detector_scenes import printed_structure
     from digitpipe.train.scenes import compose_scene
 
     images, _ = mnist_test
