@@ -100,9 +100,18 @@ def normalise_tile(ink: np.ndarray, fill: int = 20, tile: int = 28) -> np.ndarra
 
 def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
                 ink_mask: np.ndarray | None = None) -> list[Candidate]:
-    """Digits in a photo, left to right, each as an MNIST-style tile. ink_mask (bool, any
-    size, from an ink detector): only ink near what it marks is read, and the ink's polarity
-    is what the marked pixels have against the paper around them."""
+    """Digits in a photo, left to right, each as an MNIST-style tile: each group of ink whole
+    and, when it is wide, in every plausible cut (find_ink(...).wholes() and .pieces(...))."""
+    page = find_ink(image, settings, ink_mask)
+    found = page.wholes() + [c for g in page.cuttable() for c in page.pieces(g)]
+    return sorted(found, key=lambda c: c.box[0])
+
+
+def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
+             ink_mask: np.ndarray | None = None) -> "Page":
+    """The ink of a photo, grouped into digits or runs of touching digits. ink_mask (bool,
+    any size, from an ink detector): only ink near what it marks is read, and the ink's
+    polarity is what the marked pixels have against the paper around them."""
     gray = to_gray(image)
     h0, w0 = gray.shape
     scale = min(1.0, settings.work_side / max(h0, w0))
@@ -122,7 +131,7 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
     else:  # the paper's level is taken around each marked part instead: a top-hat's is wrong near shadow edges
         near = _detected_region(work, ink_mask, settings.mask_grow)
         if near is None:
-            return []
+            return Page(settings, scale, (0, 0), work[:0, :0], np.float32(0), [], 0)
         (ox, oy), region, parts, dark = near  # ink, thresholds and labels below are within the crop at ox, oy
         crop = work[oy : oy + region.shape[0], ox : ox + region.shape[1]]
         ink, thresh_map = _local_ink(cv2.bitwise_not(crop) if dark else crop, parts, settings.min_contrast)
@@ -130,37 +139,68 @@ def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
     binary = (ink > thresh_map).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     groups, min_h = _group_components(stats[1:] + np.array([ox, oy, 0, 0, 0]), h, w, settings)
-    found = []
-    for number, members in enumerate(groups):
+    masks = []
+    for members in groups:
         gx, gy, gw, gh = _union_box(stats[1:][members])
         group_mask = np.isin(labels[gy : gy + gh, gx : gx + gw], [i + 1 for i in members])
-        if stroke_spread(group_mask) > settings.max_stroke_spread:
-            continue  # not pen strokes, and neither are its pieces
-        spans = _segment_spans(group_mask, settings)
-        for c0, c1 in spans:
-            mask = group_mask[:, c0:c1]
-            if len(spans) > 1:
-                mask = _drop_slivers(mask, c0 > 0, c1 < gw)
-            rows = np.flatnonzero(mask.any(axis=1))
-            cols = np.flatnonzero(mask.any(axis=0))
-            if rows.size == 0:
-                continue
-            r0, r1, k0, k1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-            x, y, bw, bh = gx + c0 + k0, gy + r0, k1 - k0, r1 - r0
-            if bh < min_h or bw > settings.max_aspect * bh:  # too small, or a line rather than a digit
-                continue
-            if (c0, c1) != (0, gw) and bh < settings.piece_height * gh:  # a tail cut off one digit, not another
-                continue
-            mask = mask[r0:r1, k0:k1]
-            area = int(mask.sum())
-            thresh = float(thresh_map if thresh_map.ndim == 0 else thresh_map[y : y + bh, x : x + bw][mask].max())
-            mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-            crop = np.where(mask, ink[y : y + bh, x : x + bw], 0)
-            tile = normalise_tile(stretch_ink(crop, thresh), settings.fill, settings.tile)
-            box = tuple(int(round(v / scale)) for v in (x + ox, y + oy, bw, bh))
-            whole = (c0, c1) == (0, gw)
-            found.append(Candidate(box, tile, area, number if len(spans) > 1 else -1, not whole, (c0, c1), gw))
-    return sorted(found, key=lambda c: c.box[0])
+        if stroke_spread(group_mask) <= settings.max_stroke_spread:  # pen strokes (and so are their pieces)
+            masks.append(((gx, gy), group_mask))
+    return Page(settings, scale, (ox, oy), ink, thresh_map, masks, min_h)
+
+
+@dataclass
+class Page:
+    """Groups of ink found in one photo, at the finder's working scale, from which candidates
+    are made: each group whole (wholes), and the cuts of a wide one only when asked (pieces):
+    the reader asks only for the groups whose whole the classifier doubts."""
+    settings: FinderSettings
+    scale: float  # working scale / original
+    offset: tuple[int, int]  # of `ink` in the working image
+    ink: np.ndarray  # bright ink above its paper
+    thresh_map: np.ndarray  # the ink threshold, per pixel or one for all
+    groups: list[tuple[tuple[int, int], np.ndarray]]  # (x, y) in `ink`, bool mask
+    min_h: float  # the least height of a digit
+
+    def cuttable(self) -> list[int]:
+        """The groups wide enough to be several touching digits."""
+        return [g for g, (_, m) in enumerate(self.groups) if m.shape[1] > self.settings.split_aspect * m.shape[0]]
+
+    def wholes(self) -> list[Candidate]:
+        cut = set(self.cuttable())
+        found = (self._candidate(g, (0, m.shape[1]), g if g in cut else -1) for g, (_, m) in enumerate(self.groups))
+        return [c for c in found if c is not None]
+
+    def pieces(self, group: int) -> list[Candidate]:
+        spans = _segment_spans(self.groups[group][1], self.settings)[1:]
+        return [c for c in (self._candidate(group, span, group) for span in spans) if c is not None]
+
+    def _candidate(self, number: int, span: tuple[int, int], group: int) -> Candidate | None:
+        s = self.settings
+        (gx, gy), group_mask = self.groups[number]
+        gh, gw = group_mask.shape
+        c0, c1 = span
+        whole = span == (0, gw)
+        mask = group_mask[:, c0:c1] if whole else _drop_slivers(group_mask[:, c0:c1], c0 > 0, c1 < gw)
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            return None
+        r0, r1, k0, k1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        x, y, bw, bh = gx + c0 + k0, gy + r0, k1 - k0, r1 - r0
+        if bh < self.min_h or bw > s.max_aspect * bh:  # too small, or a line rather than a digit
+            return None
+        if not whole and bh < s.piece_height * gh:  # a tail cut off one digit, not another
+            return None
+        mask = mask[r0:r1, k0:k1]
+        area = int(mask.sum())
+        tm = self.thresh_map
+        thresh = float(tm if tm.ndim == 0 else tm[y : y + bh, x : x + bw][mask].max())
+        mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        crop = np.where(mask, self.ink[y : y + bh, x : x + bw], 0)
+        tile = normalise_tile(stretch_ink(crop, thresh), s.fill, s.tile)
+        ox, oy = self.offset
+        box = tuple(int(round(v / self.scale)) for v in (x + ox, y + oy, bw, bh))
+        return Candidate(box, tile, area, group, not whole, span, gw)
 
 
 def _local_ink(ink: np.ndarray, parts: list[tuple[tuple[slice, slice], np.ndarray]],

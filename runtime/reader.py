@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from digitpipe.runtime.detector import InkDetector
-from digitpipe.runtime.digits import Candidate, FinderSettings, bright_ink, choose_readings, find_digits, most_prominent, to_gray
+from digitpipe.runtime.digits import (Candidate, FinderSettings, bright_ink, choose_readings, find_digits, find_ink,
+                                      most_prominent, to_gray)
 from digitpipe.runtime.errors import InputError
 from digitpipe.runtime.model import Model
 from digitpipe.runtime.preprocess import resize_to_input
@@ -16,6 +17,10 @@ from digitpipe.runtime.preprocess import resize_to_input
 # of digit photo stays well above its target (UCI, the closest, by 1.8 points; at 0.6 by
 # 0.6). Non-digit ink is mostly turned away by the finder and the model's "no digit" class.
 DEFAULT_MIN_CONFIDENCE = 0.55
+# Wide ink the classifier reads whole at least this surely is not cut: the cuts are classified
+# only when it doubts the whole. Measured on bench.wild: the same readings as cutting always
+# (at 0.9, 0.95 and 0.98), in a fraction of the time.
+WHOLE_SURE = 0.9
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,11 @@ class DigitReader:
         self._reject = model.labels.index(model.info.reject) if model.info.reject else -1
 
     def locate(self, image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
-        """(boxes, input-size tiles) of what to classify in an image: the runtime's preprocessing."""
-        found, _ = self._locate(image)
+        """(boxes, input-size tiles) of what to classify in an image: the runtime's preprocessing
+        (wide ink whole and in every cut)."""
+        found, _, page = self._locate(image)
+        if page is not None:
+            found = found + [c for g in page.cuttable() for c in page.pieces(g)]
         return [c.box for c in found], [c.tile for c in found]
 
     def read(self, image: np.ndarray) -> Reading:
@@ -93,18 +101,25 @@ class DigitReader:
         rx, ry, rw, rh = clip_roi(self.roi, image.shape)
         if rw == 0 or rh == 0:
             raise InputError(f"the region {self.roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
-        found, detect_ms = self._locate(image[ry : ry + rh, rx : rx + rw] if self.roi else image)
+        found, detect_ms, page = self._locate(image[ry : ry + rh, rx : rx + rw] if self.roi else image)
         t1 = time.perf_counter()
         best, conf = self.model.classify([c.tile for c in found])
+        # The reject class scores 0 when choosing how to read wide ink, and is never reported.
+        score = np.where(best != self._reject, conf, 0.0)
+        if page is not None:  # wide ink the classifier doubts whole is offered in pieces too
+            sure = {c.group for c, p in zip(found, score) if p >= WHOLE_SURE}
+            pieces = [c for g in page.cuttable() if g not in sure for c in page.pieces(g)]
+            if pieces:
+                more_best, more_conf = self.model.classify([c.tile for c in pieces])
+                found = found + pieces
+                best, conf = np.concatenate([best, more_best]), np.concatenate([conf, more_conf])
+                score = np.where(best != self._reject, conf, 0.0)
         t2 = time.perf_counter()
         labels = self.model.labels
-        # The reject class scores 0 when choosing between ink read whole and in pieces, and is never reported.
-        readable = best != self._reject
-        score = np.where(readable, conf, 0.0)
         keep = choose_readings(found, score)
         digits = []
-        for k in keep:
-            if readable[k] and conf[k] >= self.min_confidence:
+        for k in sorted(keep, key=lambda k: found[k].box[0]):
+            if score[k] >= self.min_confidence and score[k] > 0:
                 x, y, w, h = found[k].box
                 digits.append(Digit(labels[best[k]], float(conf[k]), (x + rx, y + ry, w, h)))
         ms = {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3}
@@ -113,23 +128,26 @@ class DigitReader:
         return Reading(digits, ms)
 
     def _locate_digits(self, image: np.ndarray):
-        """(candidates, ms the ink detector took, or None without one); _locate_whole alike."""
+        """(whole candidates, ms the ink detector took or None without one, the Page they came
+        from or None); _locate_whole alike."""
         pp = self.model.info.preprocess
         gray = to_gray(image)
         if gray.shape == (pp.height, pp.width):
             # Already a normalised tile (e.g. an MNIST image): only the polarity may differ.
             tile = bright_ink(gray)
             has_ink = int(tile.max()) - int(tile.min()) >= self.finder.min_contrast
-            return ([Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []), None
+            return ([Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []), None, None
         mask = detect_ms = None
         if self.detector:
             t = time.perf_counter()
             mask = self.detector.ink_mask(image)
             detect_ms = (time.perf_counter() - t) * 1e3
-        found = find_digits(gray, self.finder, mask)
-        return (most_prominent(found) if self.single else found), detect_ms
+        if self.single:
+            return most_prominent(find_digits(gray, self.finder, mask)), detect_ms, None
+        page = find_ink(gray, self.finder, mask)
+        return page.wholes(), detect_ms, page
 
     def _locate_whole(self, image: np.ndarray):
         pp = self.model.info.preprocess
         h, w = image.shape[:2]
-        return [Candidate((0, 0, w, h), resize_to_input(image, pp), h * w)], None
+        return [Candidate((0, 0, w, h), resize_to_input(image, pp), h * w)], None, None

@@ -82,6 +82,25 @@ def test_touching_digits_are_read_by_cutting_where_the_classifier_is_surest(mnis
         assert cut_rate >= 0.6 and cut_rate >= uncut_rate + 0.25, (backend, cut_rate, uncut_rate)
 
 
+def test_wide_ink_is_cut_only_when_the_classifier_doubts_it_whole(mnist_test, monkeypatch):
+    """Reading the cuts of wide ink costs a second classifier call: made for touching digits
+    (the whole is "no digit" to the model), not for a digit read surely whole."""
+    from digitpipe.runtime.reader import WHOLE_SURE
+
+    images, labels = mnist_test
+    touching = render_photo([images[3], images[4]], np.random.default_rng(5), gap=(-0.1, -0.1))  # a 0 touching a 4
+    reader = digitpipe.Reader()
+    batches = []
+    classify = reader.digits.model.classify
+    monkeypatch.setattr(reader.digits.model, "classify", lambda tiles: batches.append(len(tiles)) or classify(tiles))
+    assert reader.read(touching).text == f"{labels[3]}{labels[4]}"
+    assert len(batches) == 2 and batches[1] > 2  # the whole, then its cuts
+    wide = cv2.resize(images[3], (56, 28))  # one 0 drawn twice as wide: cuttable, but a sure 0
+    batches.clear()
+    reading = reader.read(render_photo([wide], np.random.default_rng(5)))
+    assert reading.text == str(labels[3]) and reading.digits[0].confidence >= WHOLE_SURE and batches == [1]
+
+
 def test_readme_python_example_runs_as_written(number_photo, tmp_path):
     """The README's example, copied out of README.md and run in a folder holding its photo."""
     readme = (ROOT / "README.md").read_text()
