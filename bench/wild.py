@@ -148,14 +148,15 @@ def wild_set(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, s
     sets["faces"] = [(photo_view(cv2.cvtColor(faces[k % len(faces)], cv2.COLOR_GRAY2BGR), rng, int(rng.integers(200, 481)), crop=False), "")
                      for k in range(min(count, len(faces)))]
     sets["photos"] = [(photo_view(photos[k % len(photos)], rng), "") for k in range(count)]
-    return sets | scene_sets(count, seed)
+    return sets | scene_sets(count, seed, (images, labels))
 
 
-def scene_sets(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, str]]]:
-    """The "scene:<family>" kinds of wild_set alone (bench.lofo needs no others)."""
+def scene_sets(count: int, seed: int = 2026, tiles=None) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """The "scene:<family>" kinds of wild_set alone (bench.lofo needs no others). tiles:
+    (MNIST test images, labels) when the caller has them loaded."""
     from bench.make_photo import mnist_test_tiles
 
-    images, labels = mnist_test_tiles()
+    images, labels = tiles if tiles is not None else mnist_test_tiles()
     scene_rng = np.random.default_rng(seed + 1)  # its own stream: the other kinds stay as they were
     sets = {}
     for family in FAMILIES:

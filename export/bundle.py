@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from digitpipe.runtime.bundled import BUNDLED_DIR, BUNDLED_MODEL
+from digitpipe.runtime.bundled import BUNDLED_DIR, BUNDLED_MODEL, TRAINED_MODEL
 from digitpipe.runtime.detector import DETECTOR_NAME
 from digitpipe.runtime.errors import ModelError
 from digitpipe.runtime.integrity import check_against_report, report_beside
@@ -65,7 +65,7 @@ def bundle(model: Path, into: Path = BUNDLED_DIR, log=print) -> list[Path]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m digitpipe.export.bundle", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", type=Path, default=Path("artifacts/digits.onnx"),
+    p.add_argument("--model", type=Path, default=TRAINED_MODEL,
                    help=f"verified classifier; {DETECTOR_NAME} beside it is bundled too")
     p.add_argument("--into", type=Path, default=BUNDLED_DIR, help="the package's model folder")
     args = p.parse_args(argv)

@@ -101,10 +101,8 @@ def normalise_tile(ink: np.ndarray, fill: int = 20, tile: int = 28) -> np.ndarra
 def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
                 ink_mask: np.ndarray | None = None) -> list[Candidate]:
     """Digits in a photo, left to right, each as an MNIST-style tile: each group of ink whole
-    and, when it is wide, in every plausible cut (find_ink(...).wholes() and .pieces(...))."""
-    page = find_ink(image, settings, ink_mask)
-    found = page.wholes() + [c for g in page.cuttable() for c in page.pieces(g)]
-    return sorted(found, key=lambda c: c.box[0])
+    and, when it is wide, in every plausible cut (find_ink(...).candidates())."""
+    return find_ink(image, settings, ink_mask).candidates()
 
 
 def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
@@ -166,20 +164,25 @@ class Page:
         return [g for g, (_, m) in enumerate(self.groups) if m.shape[1] > self.settings.split_aspect * m.shape[0]]
 
     def wholes(self) -> list[Candidate]:
-        cut = set(self.cuttable())
-        found = (self._candidate(g, (0, m.shape[1]), g if g in cut else -1) for g, (_, m) in enumerate(self.groups))
+        found = (self._candidate(g, (0, m.shape[1])) for g, (_, m) in enumerate(self.groups))
         return [c for c in found if c is not None]
 
     def pieces(self, group: int) -> list[Candidate]:
-        spans = _segment_spans(self.groups[group][1], self.settings)[1:]
-        return [c for c in (self._candidate(group, span, group) for span in spans) if c is not None]
+        found = (self._candidate(group, span) for span in _cut_spans(self.groups[group][1], self.settings))
+        return [c for c in found if c is not None]
 
-    def _candidate(self, number: int, span: tuple[int, int], group: int) -> Candidate | None:
+    def candidates(self) -> list[Candidate]:
+        """Every group whole and every cut of the wide ones, left to right."""
+        found = self.wholes() + [c for g in self.cuttable() for c in self.pieces(g)]
+        return sorted(found, key=lambda c: c.box[0])
+
+    def _candidate(self, number: int, span: tuple[int, int]) -> Candidate | None:
         s = self.settings
         (gx, gy), group_mask = self.groups[number]
         gh, gw = group_mask.shape
         c0, c1 = span
         whole = span == (0, gw)
+        group = number if gw > s.split_aspect * gh else -1  # offered in pieces too, or once
         mask = group_mask[:, c0:c1] if whole else _drop_slivers(group_mask[:, c0:c1], c0 > 0, c1 < gw)
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
@@ -290,16 +293,16 @@ def choose_readings(found: list[Candidate], score: np.ndarray) -> list[int]:
             groups.setdefault(c.group, []).append(k)
         else:
             keep.append(k)
+    piece = np.array([c.piece for c in found], bool)
+    log_score = np.log(np.maximum(np.where(piece & (score < PIECE_MIN), 0.0, score), 1e-4))
     for members in groups.values():
-        keep += _best_path(found, score, members)
+        keep += _best_path(found, log_score, members)
     return sorted(keep)
 
 
-def _best_path(found: list[Candidate], score: np.ndarray, members: list[int]) -> list[int]:
+def _best_path(found: list[Candidate], log_score: np.ndarray, members: list[int]) -> list[int]:
     width = found[members[0]].extent
     stops = sorted({0, width, *(p for k in members for p in found[k].span)})
-    piece = np.array([found[k].piece for k in range(len(found))])
-    log_score = np.log(np.maximum(np.where(piece & (score < PIECE_MIN), 0.0, score), 1e-4))
     # column -> (log score of the best reading of the columns before it, its candidates)
     best: dict[int, tuple[float, list[int]]] = {0: (0.0, [])}
     for stop in stops[1:]:
@@ -323,14 +326,12 @@ def stroke_spread(mask: np.ndarray) -> float:
     return widest / max(mean_width, 1e-6)
 
 
-def _segment_spans(mask: np.ndarray, s: FinderSettings) -> list[tuple[int, int]]:
-    """Column ranges to offer the classifier for one group of ink: the whole, and when it is
-    wide enough to be touching digits, every range between two candidate cuts that could be
-    one digit. Cuts are where the column profile of the ink is thinnest near where n
-    equal-width digits would meet, for each plausible n, and at its local minima."""
+def _cut_spans(mask: np.ndarray, s: FinderSettings) -> list[tuple[int, int]]:
+    """Column ranges of one wide group of ink to offer the classifier as pieces: every range
+    between two candidate cuts that could be one digit. Cuts are where the column profile of
+    the ink is thinnest near where n equal-width digits would meet, for each plausible n, and
+    at its local minima."""
     h, w = mask.shape
-    if w <= s.split_aspect * h:
-        return [(0, w)]
     profile = mask.sum(axis=0).astype(np.float32)
     cuts = set()
     for n in range(2, min(s.max_digits, max(2, int(w / (0.35 * h)))) + 1):
@@ -348,7 +349,7 @@ def _segment_spans(mask: np.ndarray, s: FinderSettings) -> list[tuple[int, int]]
         if c - stops[-1] >= near and w - c >= near:
             stops.append(c)
     stops.append(w)
-    spans = [(0, w)]
+    spans = []
     for i, a in enumerate(stops):
         for b in stops[i + 1 :]:
             if (a, b) != (0, w) and s.min_piece * h <= b - a <= s.max_piece * h:

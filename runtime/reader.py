@@ -93,7 +93,7 @@ class DigitReader:
         (wide ink whole and in every cut)."""
         found, _, page = self._locate(image)
         if page is not None:
-            found = found + [c for g in page.cuttable() for c in page.pieces(g)]
+            found = page.candidates()
         return [c.box for c in found], [c.tile for c in found]
 
     def read(self, image: np.ndarray) -> Reading:

@@ -170,7 +170,10 @@ def draw_scenes(count: int, seed: int, digits: np.ndarray, others: np.ndarray, e
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         _share(digits, others)
-        chunks = [_draw_chunk(j) for j in jobs]
+        try:
+            chunks = [_draw_chunk(j) for j in jobs]
+        finally:
+            _shared.clear()  # the digits are the caller's to keep, not this module's
     else:  # spawned, not forked: a fork of a process running torch's or OpenCV's threads may hang
         with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (digits, others)) as pool:
             chunks = pool.map(_draw_chunk, jobs)
