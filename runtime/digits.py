@@ -39,6 +39,12 @@ class FinderSettings:
     # With an ink detector: ink counts only this share of the image's longer side around
     # what the detector marked (its mark is coarse: a quarter of the frame's resolution).
     mask_grow: float = 0.006
+    # ...and faint ink near stronger ink is lifted to its contrast (_lift_faint_ink; 0: off):
+    # faint is below this share of the strongest ink within faint_radius x the image's
+    # longer side, and at least faint_floor grey levels (docs/measurements.md: glare).
+    faint_share: float = 0.5
+    faint_radius: float = 0.015
+    faint_floor: int = 20
     fill: int = 20  # MNIST: the digit fits in a fill x fill box...
     tile: int = 28  # ...centred by mass in a tile x tile image
 
@@ -134,6 +140,8 @@ def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
         crop = work[oy : oy + region.shape[0], ox : ox + region.shape[1]]
         ink, thresh_map = _local_ink(cv2.bitwise_not(crop) if dark else crop, parts, settings.min_contrast)
         ink[~region] = 0
+        if settings.faint_share > 0:
+            ink = _lift_faint_ink(ink, thresh_map, settings, max(h, w))
     binary = (ink > thresh_map).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     groups, min_h = _group_components(stats[1:] + np.array([ox, oy, 0, 0, 0]), h, w, settings)
@@ -222,6 +230,20 @@ def _local_ink(ink: np.ndarray, parts: list[tuple[tuple[slice, slice], np.ndarra
         out[box][inside] = np.clip(values.astype(np.float32) - paper, 0, 255).astype(np.uint8)
         thresh_map[box][inside] = max(otsu - paper, floor)
     return out, thresh_map
+
+
+def _lift_faint_ink(ink: np.ndarray, thresh_map: np.ndarray, s: FinderSettings, side: int) -> np.ndarray:
+    """ink with faint strokes brought up to their part's contrast. Glare, blur and uneven light
+    fade a stroke along its length, and one threshold per part then breaks it: each pixel's
+    gain is its threshold over faint_share of the strongest ink near it (at least faint_floor
+    grey levels), so ink at half the contrast of the strokes around it still reaches the
+    threshold, and where the strokes are strong the gain is 1."""
+    r = max(1, round(s.faint_radius * side))
+    near = (2 * r + 1, 2 * r + 1)
+    strongest = cv2.blur(cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, near)), near)
+    gain = thresh_map / np.maximum(s.faint_share * strongest.astype(np.float32), s.faint_floor)
+    gain[(gain < 1) | (thresh_map > 255)] = 1.0  # never dimmer; no gain outside the context
+    return np.clip(ink * gain, 0, 255).astype(np.uint8)
 
 
 CONTEXT = 4  # thresholds are chosen over the marked ink and this many times its margin of paper
