@@ -148,7 +148,9 @@ def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
     masks = []
     for members in groups:
         gx, gy, gw, gh = _union_box(stats[1:][members])
-        group_mask = np.isin(labels[gy : gy + gh, gx : gx + gw], [i + 1 for i in members])
+        member = np.zeros(count, bool)  # by label: a lookup, where np.isin sorts
+        member[np.asarray(members) + 1] = True
+        group_mask = member[labels[gy : gy + gh, gx : gx + gw]]
         if stroke_spread(group_mask) <= settings.max_stroke_spread:  # pen strokes (and so are their pieces)
             masks.append(((gx, gy), group_mask))
     return Page(settings, scale, (ox, oy), ink, thresh_map, masks, min_h)
