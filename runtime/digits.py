@@ -243,8 +243,8 @@ def _lift_faint_ink(ink: np.ndarray, thresh_map: np.ndarray, s: FinderSettings, 
     r = max(1, round(s.faint_radius * side))
     near = (2 * r + 1, 2 * r + 1)
     strongest = cv2.blur(cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, near)), near)
-    gain = thresh_map / np.maximum(s.faint_share * strongest.astype(np.float32), s.faint_floor)
-    gain[(gain < 1) | (thresh_map > 255)] = 1.0  # never dimmer; no gain outside the context
+    # Never dimmer. Outside the context the threshold is 256, but the ink there is already 0.
+    gain = np.maximum(thresh_map / np.maximum(s.faint_share * strongest.astype(np.float32), max(s.faint_floor, 1)), 1.0)
     return np.clip(ink * gain, 0, 255).astype(np.uint8)
 
 

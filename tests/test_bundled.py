@@ -62,43 +62,46 @@ def test_bundled_model_reads_photos_of_digits_and_numbers(reader, mnist_test):
         assert np.mean([r.read(photo).text == text for photo, text in numbers]) >= 0.8
 
 
+def drawn_numbers(count: int, seed: int, digits: tuple[int, int], draw, mnist_test) -> list[tuple[np.ndarray, str]]:
+    """(photo, its text) each: draw(tiles, rng) of digits[0]..digits[1]-1 MNIST test digits."""
+    images, labels = mnist_test
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        idx = rng.choice(len(images), int(rng.integers(*digits)), replace=False)
+        out.append((draw([images[i] for i in idx], rng), "".join(str(labels[i]) for i in idx)))
+    return out
+
+
+def exact_rates(photos, **finder_change) -> dict[str, tuple[float, float]]:
+    """backend -> (exact-match rate of the shipped reader, of the same reader with its
+    FinderSettings changed so)."""
+    from digitpipe.runtime.digits import FinderSettings
+
+    rates = {}
+    for backend in ("onnxruntime", "opencv"):
+        reader, changed = digitpipe.Reader(backend=backend), digitpipe.Reader(backend=backend)
+        changed.digits.finder = FinderSettings(**finder_change)
+        rates[backend] = tuple(float(np.mean([r.read(photo).text == text for photo, text in photos]))
+                               for r in (reader, changed))
+    return rates
+
+
 def test_touching_digits_are_read_by_cutting_where_the_classifier_is_surest(mnist_test):
     """Numbers of 2-4 MNIST test digits that touch or overlap (the wild bench's "touching").
     Measured on these 40: 31 read exactly with the cuts, 13 with wide ink read whole only."""
-    from digitpipe.runtime.digits import FinderSettings
-
-    images, labels = mnist_test
-    rng = np.random.default_rng(13)
-    touching = []
-    for _ in range(40):
-        idx = rng.choice(len(images), int(rng.integers(2, 5)), replace=False)
-        touching.append((render_photo([images[i] for i in idx], rng, gap=(-0.15, -0.03)),
-                         "".join(str(labels[i]) for i in idx)))
-    for backend in ("onnxruntime", "opencv"):
-        reader, uncut = digitpipe.Reader(backend=backend), digitpipe.Reader(backend=backend)
-        uncut.digits.finder = FinderSettings(split_aspect=float("inf"))
-        cut_rate = np.mean([reader.read(photo).text == text for photo, text in touching])
-        uncut_rate = np.mean([uncut.read(photo).text == text for photo, text in touching])
+    touching = drawn_numbers(40, 13, (2, 5), lambda tiles, rng: render_photo(tiles, rng, gap=(-0.15, -0.03)), mnist_test)
+    for backend, (cut_rate, uncut_rate) in exact_rates(touching, split_aspect=float("inf")).items():
         assert cut_rate >= 0.6 and cut_rate >= uncut_rate + 0.25, (backend, cut_rate, uncut_rate)
 
 
 def test_digits_under_glare_are_read_with_faint_ink_lifted(mnist_test):
     """Scenes of the glare family (1-4 MNIST test digits under a bright spot). Measured on
     these 40: 39 read exactly, 31 with faint ink left as it is (faint_share=0)."""
-    from digitpipe.runtime.digits import FinderSettings
     from digitpipe.train.scenes import render_scene
 
-    images, labels = mnist_test
-    rng = np.random.default_rng(13)
-    glare = []
-    for _ in range(40):
-        idx = rng.choice(len(images), int(rng.integers(1, 5)), replace=False)
-        glare.append((render_scene("glare", [images[i] for i in idx], rng), "".join(str(labels[i]) for i in idx)))
-    for backend in ("onnxruntime", "opencv"):
-        reader, unlifted = digitpipe.Reader(backend=backend), digitpipe.Reader(backend=backend)
-        unlifted.digits.finder = FinderSettings(faint_share=0)
-        rate = np.mean([reader.read(photo).text == text for photo, text in glare])
-        unlifted_rate = np.mean([unlifted.read(photo).text == text for photo, text in glare])
+    glare = drawn_numbers(40, 13, (1, 5), lambda tiles, rng: render_scene("glare", tiles, rng), mnist_test)
+    for backend, (rate, unlifted_rate) in exact_rates(glare, faint_share=0).items():
         assert rate >= 0.85 and rate >= unlifted_rate + 0.1, (backend, rate, unlifted_rate)
 
 
