@@ -36,6 +36,13 @@ class FinderSettings:
     # most 2.51x its mean stroke width over all 10,000 MNIST test digits (2.35 over UCI's
     # 1,797); filled shapes and the textures of photographs spread wider (docs/measurements.md: in the wild).
     max_stroke_spread: float = 2.8
+    # One hand writes with one pen: with at least thin_groups groups of ink, a group whose
+    # mean stroke width is below thin_share x the pen's (the median of the groups at least half
+    # as wide as the widest) is printed furniture, a form box's side or a hairline, not a digit.
+    # Digits of different MNIST writers in one number go down to 0.41x the pen's, box sides
+    # 0.11-0.31x (docs/measurements.md: thin lines).
+    thin_share: float = 0.35
+    thin_groups: int = 3
     # With an ink detector: ink counts only this share of the image's longer side around
     # what the detector marked (its mark is coarse: a quarter of the frame's resolution).
     mask_grow: float = 0.006
@@ -145,14 +152,20 @@ def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
     binary = (ink > thresh_map).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     groups, min_h = _group_components(stats[1:] + np.array([ox, oy, 0, 0, 0]), h, w, settings)
-    masks = []
+    masks, widths = [], []
     for members in groups:
         gx, gy, gw, gh = _union_box(stats[1:][members])
         member = np.zeros(count, bool)  # by label: a lookup, where np.isin sorts
         member[np.asarray(members) + 1] = True
         group_mask = member[labels[gy : gy + gh, gx : gx + gw]]
-        if stroke_spread(group_mask) <= settings.max_stroke_spread:  # pen strokes (and so are their pieces)
+        spread, width = stroke_shape(group_mask)
+        if spread <= settings.max_stroke_spread:  # pen strokes (and so are their pieces)
             masks.append(((gx, gy), group_mask))
+            widths.append(width)
+    if len(masks) >= settings.thin_groups and settings.thin_share > 0:
+        widths = np.array(widths)
+        pen = float(np.median(widths[widths >= 0.5 * widths.max()]))  # the writing's, however many lines there are
+        masks = [m for m, w in zip(masks, widths) if w >= settings.thin_share * pen]
     return Page(settings, scale, (ox, oy), ink, thresh_map, masks, min_h)
 
 
@@ -339,15 +352,16 @@ def _best_path(found: list[Candidate], log_score: np.ndarray, members: list[int]
     return best[width][1]
 
 
-def stroke_spread(mask: np.ndarray) -> float:
-    """The widest point of the ink over its mean stroke width: 1.3-2.5 for pen strokes,
-    more for filled blobs and photographed textures."""
+def stroke_shape(mask: np.ndarray) -> tuple[float, float]:
+    """(spread, mean stroke width in pixels) of a bool mask of ink. spread: the widest point
+    of the ink over its mean stroke width, 1.3-2.5 for pen strokes, more for filled blobs and
+    photographed textures."""
     mask = np.pad(mask.astype(np.uint8), 1)
     widest = 2 * float(cv2.distanceTransform(mask, cv2.DIST_L2, 3).max())
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)  # same length, fewer points
     perimeter = sum(cv2.arcLength(c, True) for c in contours)
     mean_width = 2 * float(mask.sum()) / max(perimeter, 1.0)  # a stroke of length L, width t: area Lt, perimeter ~2L
-    return widest / max(mean_width, 1e-6)
+    return widest / max(mean_width, 1e-6), mean_width
 
 
 def _cut_spans(mask: np.ndarray, s: FinderSettings) -> list[tuple[int, int]]:

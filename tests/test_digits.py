@@ -136,16 +136,16 @@ def test_a_cut_off_tail_is_no_piece():
 
 
 def test_pen_strokes_spread_little_blobs_and_textures_much(mnist_test):
-    from digitpipe.runtime.digits import stroke_spread
+    from digitpipe.runtime.digits import stroke_shape
 
     images, _ = mnist_test
-    spreads = [stroke_spread(cv2.resize(t, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC) > 100) for t in images[:300]]
+    spreads = [stroke_shape(cv2.resize(t, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC) > 100)[0] for t in images[:300]]
     assert max(spreads) < FinderSettings().max_stroke_spread
     stick_figure = np.zeros((300, 200), np.uint8)  # a filled head on thin limbs: no pen draws both
     cv2.circle(stick_figure, (100, 60), 45, 1, -1)
     for a, b in (((100, 100), (100, 220)), ((40, 150), (160, 150)), ((100, 220), (50, 290)), ((100, 220), (150, 290))):
         cv2.line(stick_figure, a, b, 1, 5)
-    assert stroke_spread(stick_figure) > FinderSettings().max_stroke_spread
+    assert stroke_shape(stick_figure)[0] > FinderSettings().max_stroke_spread
 
 
 @pytest.mark.parametrize("name", ["camera.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "grass.png", "rocket.jpg"])
@@ -166,3 +166,30 @@ def test_rows_of_ink_are_not_one_digit(mnist_test):
         page[top : top + 168, 250:418] = np.minimum(page[top : top + 168, 250:418], 255 - ink)
     found = [c for c in find_digits(page) if not c.offered_twice]
     assert sorted(c.box[1] // 100 for c in found) == [0, 2]  # one at the top, one lower down
+
+
+def test_thin_printed_lines_beside_handwriting_are_no_digits(mnist_test):
+    """A form's box sides are hairlines beside pen strokes: read as "1"s unless a group far
+    thinner than the page's other ink is dropped (FinderSettings.thin_share)."""
+    images, _ = mnist_test
+    rng = np.random.default_rng(3)
+    page = cv2.cvtColor(render_photo([images[i] for i in (0, 1, 2)], rng, digit_height=140, gap=(0.6, 0.6)),
+                        cv2.COLOR_BGR2GRAY)
+    found = [c for c in find_digits(page) if not c.piece]
+    sides = [c.box[0] - 12 for c in found] + [found[-1].box[0] + found[-1].box[2] + 12]
+    for x in sides:  # a box side before each digit and after the last, 2 px wide
+        cv2.line(page, (x, 150), (x, 330), 40, 2)
+    kept = {c.box[0] for c in find_digits(page) if not c.piece}
+    with_lines = {c.box[0] for c in find_digits(page, FinderSettings(thin_share=0)) if not c.piece}
+    assert len(found) == len(kept) == 3 and len(with_lines) == 3 + len(sides), (kept, with_lines)
+
+
+def test_digits_of_one_number_are_never_too_thin(mnist_test):
+    """Digits of different MNIST writers in one number: none is dropped as thin."""
+    images, _ = mnist_test
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        idx = rng.choice(len(images), int(rng.integers(3, 6)), replace=False)
+        page = cv2.cvtColor(render_photo([images[i] for i in idx], rng), cv2.COLOR_BGR2GRAY)
+        boxes = [c.box for c in find_digits(page)]
+        assert boxes == [c.box for c in find_digits(page, FinderSettings(thin_share=0))]
