@@ -5,7 +5,8 @@ MNIST digits are light ink on black, scaled to fit 20x20 keeping aspect, then pl
 size and place, under uneven light. The pipeline, all at a bounded working resolution:
   polarity (which tail of the histogram is ink) -> ink made bright -> background removed
   with a morphological top-hat (uneven light and shadows) -> Otsu threshold with a floor
-  -> connected components -> pieces of one digit merged by horizontal overlap; wide ink
+  -> connected components -> pieces of one digit merged by horizontal overlap; groups far
+  thinner than the page's writing (printed box sides) and filled blobs dropped; wide ink
   offered whole and cut at thin ink columns into every plausible run of digits (the reader
   keeps the cut the classifier is surest of, choose_readings) -> each digit masked,
   contrast-stretched and normalised into a tile, left to right.
