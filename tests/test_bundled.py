@@ -73,18 +73,23 @@ def drawn_numbers(count: int, seed: int, digits: tuple[int, int], draw, mnist_te
     return out
 
 
-def exact_rates(photos, **finder_change) -> dict[str, tuple[float, float]]:
-    """backend -> (exact-match rate of the shipped reader, of the same reader with its
-    FinderSettings changed so)."""
+def reads_right(photos, **finder_change) -> dict[str, np.ndarray]:
+    """backend -> bool (photos x 2): each photo read exactly by the shipped reader, and by the
+    same reader with its FinderSettings changed so."""
     from digitpipe.runtime.digits import FinderSettings
 
-    rates = {}
+    right = {}
     for backend in ("onnxruntime", "opencv"):
         reader, changed = digitpipe.Reader(backend=backend), digitpipe.Reader(backend=backend)
         changed.digits.finder = FinderSettings(**finder_change)
-        rates[backend] = tuple(float(np.mean([r.read(photo).text == text for photo, text in photos]))
-                               for r in (reader, changed))
-    return rates
+        right[backend] = np.array([[r.read(photo).text == text for r in (reader, changed)] for photo, text in photos])
+    return right
+
+
+def exact_rates(photos, **finder_change) -> dict[str, tuple[float, float]]:
+    """backend -> (exact-match rate of the shipped reader, of the changed one): reads_right."""
+    return {backend: tuple(float(r) for r in right.mean(axis=0))
+            for backend, right in reads_right(photos, **finder_change).items()}
 
 
 def test_touching_digits_are_read_by_cutting_where_the_classifier_is_surest(mnist_test):
@@ -110,14 +115,10 @@ def test_form_box_sides_thinner_than_the_writing_are_not_read(mnist_test):
     beside a digit reads as "1" unless ink far thinner than the writing is dropped
     (FinderSettings.thin_share). Measured on these 120, on both backends: 107 read exactly,
     103 with thin ink kept; none of the 107 is lost."""
-    from digitpipe.runtime.digits import FinderSettings
     from digitpipe.train.scenes import render_scene
 
     form = drawn_numbers(120, 7, (2, 5), lambda tiles, rng: render_scene("form", tiles, rng), mnist_test)
-    for backend in ("onnxruntime", "opencv"):
-        reader, kept_thin = digitpipe.Reader(backend=backend), digitpipe.Reader(backend=backend)
-        kept_thin.digits.finder = FinderSettings(thin_share=0)
-        right = np.array([[r.read(photo).text == text for r in (reader, kept_thin)] for photo, text in form])
+    for backend, right in reads_right(form, thin_share=0).items():
         gained, lost = int((right[:, 0] & ~right[:, 1]).sum()), int((~right[:, 0] & right[:, 1]).sum())
         assert right[:, 0].mean() >= 0.85 and gained >= 2 and lost <= 1, (backend, right.mean(axis=0), gained, lost)
 
