@@ -178,14 +178,28 @@ def classic_read(model, photo: np.ndarray) -> str:
     return model.labels[digits[int(np.argmax(logits[digits]))]]
 
 
+def wilson(right: int, count: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% (Wilson score) interval of a rate measured as right of count: at 100 photos a
+    kind, a figure of 90% may be anything from 83% to 94%, so smaller differences between two
+    runs of bench.wild decide nothing (docs/measurements.md: how sure a figure is)."""
+    if count == 0:
+        return 0.0, 1.0
+    p = right / count
+    centre = (p + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * np.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8), gallery: Path | None = None,
-             only: str = "", detector: str | None = None, sets: dict | None = None) -> dict:
-    """detector: an ink detector's ONNX file, or None for the finder's rules alone."""
+             only: str = "", detector: str | None = None, sets: dict | None = None, seed: int = 2026) -> dict:
+    """detector: an ink detector's ONNX file, or None for the finder's rules alone. Each kind's
+    row: its photo count, the exact-match rate at each threshold, "interval" (the 95% interval
+    of the rate at run-digit's default threshold) and the classic reading's rate."""
     from digitpipe.runtime.detector import InkDetector
     from digitpipe.runtime.model import Model
     from digitpipe.runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader
 
-    sets = {k: v for k, v in (sets or wild_set(count)).items() if k.startswith(only)}
+    sets = {k: v for k, v in (sets or wild_set(count, seed)).items() if k.startswith(only)}
     model = Model(model_path, device="cpu")
     ink = InkDetector.load(detector, device="cpu") if detector else None
     reader = DigitReader(model, min_confidence=0.0, detector=ink)  # thresholds are applied below, per column
@@ -196,6 +210,9 @@ def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7,
         for t in thresholds:
             row[f"exact@{t}"] = float(np.mean([
                 "".join(d.label for d in r.digits if d.confidence >= t) == text for r, text in readings]))
+        right = sum("".join(d.label for d in r.digits if d.confidence >= DEFAULT_MIN_CONFIDENCE) == text
+                    for r, text in readings)
+        row["interval"] = wilson(right, len(items))
         row["classic_exact"] = float(np.mean([classic_read(model, p) == text for p, text in items]))
         results[kind] = row
         if gallery is not None:
@@ -227,6 +244,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="artifacts/digits.onnx")
     p.add_argument("--count", type=int, default=300, help="photos per kind")
+    p.add_argument("--seed", type=int, default=2026,
+                   help="draws the photos; another seed gives another set of the same kinds, to check a change on fresh photos")
     p.add_argument("--out", default="artifacts/wild.json")
     p.add_argument("--save-examples", metavar="DIR", help="also write the first 5 photos of each kind here")
     p.add_argument("--gallery", metavar="DIR", type=Path,
@@ -242,7 +261,7 @@ def main(argv=None) -> int:
     detector = str(found) if found else None
     print(f"reading with {'the ink detector ' + detector if detector else 'the finder rules alone'}", file=sys.stderr)
     t = time.perf_counter()
-    results = evaluate(args.model, args.count, gallery=args.gallery, only=args.only, detector=detector)
+    results = evaluate(args.model, args.count, gallery=args.gallery, only=args.only, detector=detector, seed=args.seed)
     if args.save_examples:
         Path(args.save_examples).mkdir(parents=True, exist_ok=True)
         for kind, items in wild_set(5).items():
@@ -250,10 +269,13 @@ def main(argv=None) -> int:
                 cv2.imwrite(str(Path(args.save_examples) / f"{kind}-{n}-{text or 'none'}.jpg"), photo)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     thresholds = [k for k in next(iter(results.values())) if k.startswith("exact@")]
-    print("| kind | photos | " + " | ".join(f"run-digit, min-confidence {k[6:]}" for k in thresholds) + " | classic (frame -> 28x28) |")
-    print("|---" * (len(thresholds) + 3) + "|")
+    print("| kind | photos | " + " | ".join(f"run-digit, min-confidence {k[6:]}" for k in thresholds)
+          + " | 95% interval at the default | classic (frame -> 28x28) |")
+    print("|---" * (len(thresholds) + 4) + "|")
     for kind, row in results.items():
-        print(f"| {kind} | {row['count']} | " + " | ".join(f"{row[k]:.1%}" for k in thresholds) + f" | {row['classic_exact']:.1%} |")
+        lo, hi = row["interval"]
+        print(f"| {kind} | {row['count']} | " + " | ".join(f"{row[k]:.1%}" for k in thresholds)
+              + f" | {lo:.0%}-{hi:.0%} | {row['classic_exact']:.1%} |")
     print(f"\n{time.perf_counter() - t:.0f} s; wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -35,3 +35,27 @@ def test_the_gallery_holds_each_failure_with_boxes_and_caption(stand_in_model, m
     assert [int(f.name[:4]) for f in files] == wrong and all(f"truth-{items[n][1]}-read-" in f.name for f, n in zip(files, wrong))
     shown = cv2.imread(str(files[0]))
     assert shown.shape == (480, 640, 3) and np.all(shown[-22:-6, 8:60] < 40, axis=2).mean() > 0.5  # the caption's box (JPEG)
+
+
+def test_the_interval_of_a_rate_is_wilsons():
+    from bench.wild import wilson
+
+    # Wilson score intervals at z = 1.96 (Newcombe 1998, table I: 81/263 -> 0.2553-0.3662).
+    assert wilson(81, 263) == pytest.approx((0.2553, 0.3662), abs=5e-4)
+    lo, hi = wilson(90, 100)
+    assert (round(lo, 3), round(hi, 3)) == (0.826, 0.945)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0 and wilson(0, 0) == (0.0, 1.0)
+    narrower = wilson(900, 1000)
+    assert lo < narrower[0] < 0.9 < narrower[1] < hi  # ten times the photos: a narrower interval
+
+
+def test_each_kind_reports_the_interval_of_its_default_rate(stand_in_model, mnist_test):
+    from bench.wild import evaluate, wilson
+
+    images, labels = mnist_test
+    rng = np.random.default_rng(2)
+    sets = {"scene:ruled": [(render_scene("ruled", [images[i]], rng), str(labels[i])) for i in range(5)]}
+    row = evaluate(stand_in_model, 5, thresholds=(0.55,), sets=sets)["scene:ruled"]
+    assert row["count"] == 5
+    assert row["interval"] == wilson(round(5 * row["exact@0.55"]), 5)
+    assert row["interval"][0] <= row["exact@0.55"] <= row["interval"][1]
