@@ -178,16 +178,16 @@ def classic_read(model, photo: np.ndarray) -> str:
     return model.labels[digits[int(np.argmax(logits[digits]))]]
 
 
-def wilson(right: int, count: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(right: int, count: int) -> tuple[float, float]:
     """The 95% (Wilson score) interval of a rate measured as right of count: at 100 photos a
     kind, a figure of 90% may be anything from 83% to 94%, so smaller differences between two
     runs of bench.wild decide nothing (docs/measurements.md: how sure a figure is)."""
+    from scipy.stats import binomtest  # scikit-learn's dependency, installed with the bench's
+
     if count == 0:
         return 0.0, 1.0
-    p = right / count
-    centre = (p + z * z / (2 * count)) / (1 + z * z / count)
-    half = z * np.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / (1 + z * z / count)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    ci = binomtest(right, count).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8), gallery: Path | None = None,
@@ -206,13 +206,10 @@ def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7,
     results = {}
     for kind, items in sets.items():
         readings = [(reader.read(photo), text) for photo, text in items]
-        row = {"count": len(items)}
-        for t in thresholds:
-            row[f"exact@{t}"] = float(np.mean([
-                "".join(d.label for d in r.digits if d.confidence >= t) == text for r, text in readings]))
-        right = sum("".join(d.label for d in r.digits if d.confidence >= DEFAULT_MIN_CONFIDENCE) == text
-                    for r, text in readings)
-        row["interval"] = wilson(right, len(items))
+        right = {t: [("".join(d.label for d in r.digits if d.confidence >= t) == text) for r, text in readings]
+                 for t in {*thresholds, DEFAULT_MIN_CONFIDENCE}}
+        row = {"count": len(items)} | {f"exact@{t}": float(np.mean(right[t])) for t in thresholds}
+        row["interval"] = wilson(sum(right[DEFAULT_MIN_CONFIDENCE]), len(items))
         row["classic_exact"] = float(np.mean([classic_read(model, p) == text for p, text in items]))
         results[kind] = row
         if gallery is not None:
