@@ -39,11 +39,14 @@ def measure_latency(runtimes: dict[str, Model], seed: int = 0) -> dict:
 def to_markdown(report: dict) -> str:
     name = Path(report["model"]).name
     verdict = "passed" if report["passed"] else "REJECTED"
-    rule = (f"max |logit difference| <= {report['atol']:g} and 100% top-1 agreement with PyTorch"
-            if report["kind"] == "float32" else
-            f"test accuracy within {report['max_accuracy_drop_points']:g} points of PyTorch")
-    v = report["versions"]
     mask = report.get("task") == "ink-detector"
+    if report["kind"] == "float32":
+        rule = f"max |logit difference| <= {report['atol']:g} and 100% top-1 agreement with PyTorch"
+    elif mask:
+        rule = f"IoU with the true ink within {report['max_iou_drop']:g} of PyTorch's"
+    else:
+        rule = f"test accuracy within {report['max_accuracy_drop_points']:g} points of PyTorch"
+    v = report["versions"]
     lines = [
         f"# {name}: export report", "",
         f"Verification **{verdict}** ({report['kind']}; rule: {rule}).", "",

@@ -16,7 +16,7 @@ import cv2
 
 from digitpipe.runtime.api import Reader
 from digitpipe.runtime.bundled import TRAINED_MODEL, bundled_model, default_model
-from digitpipe.runtime.detector import DETECTOR_NAME
+from digitpipe.runtime.detector import DETECTOR_INT8_NAME, DETECTOR_NAME
 from digitpipe.runtime.errors import InputError, ModelError, first_line
 from digitpipe.runtime.foreign import Overrides, parse_numbers, parse_size
 from digitpipe.runtime.imageio import DEFAULT_MAX_PIXELS
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    f"else the model bundled with digitpipe, {bundled_model()})")
     g.add_argument("--detector", default="auto", metavar="ONNX|auto|none",
                    help=f"ink detector run before the finder (`make export` writes it); auto: {DETECTOR_NAME} beside "
-                        "the --model file when it exists, else the finder's rules alone; none: the rules alone")
+                        f"the --model file when it exists ({DETECTOR_INT8_NAME} first beside an INT8 model), else the "
+                        "finder's rules alone; none: the rules alone")
     g.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "opencv"], help="inference engine")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto uses CUDA through onnxruntime when a GPU is present")

@@ -17,17 +17,20 @@ from digitpipe.runtime.model import Model
 from digitpipe.runtime.preprocess import resize_to_input
 
 DETECTOR_NAME = "detector.onnx"  # run-digit looks for it beside the classifier
+DETECTOR_INT8_NAME = "detector.int8.onnx"  # ...and for this first beside an INT8 classifier
 SURE = 3.0  # logit (probability 0.95)
 
 
 def detector_path(choice: str, model: str | Path) -> Path | None:
     """--detector auto|none|PATH -> the detector file to load, or None for the finder's rules
-    alone. auto: DETECTOR_NAME beside the model, when there is one."""
+    alone. auto: DETECTOR_NAME beside the model, when there is one; beside an INT8 classifier
+    (digits.int8.onnx) its INT8 copy (detector.int8.onnx) first, so the INT8 path is INT8 throughout."""
     if choice == "none":
         return None
     if choice == "auto":
-        beside = Path(model).with_name(DETECTOR_NAME)
-        return beside if beside.is_file() else None
+        model = Path(model)
+        names = [DETECTOR_INT8_NAME, DETECTOR_NAME] if model.name.endswith(".int8.onnx") else [DETECTOR_NAME]
+        return next((model.with_name(n) for n in names if model.with_name(n).is_file()), None)
     return Path(choice)
 
 
