@@ -176,6 +176,60 @@ def test_a_damaged_detector_is_one_line_and_exit_2(detector, stand_in_model, tmp
         assert err.startswith("run-digit: error:") and str(broken) in err and len(err.strip().splitlines()) == 1
 
 
+def test_the_int8_copy_is_verified_on_its_iou_with_the_true_ink(detector):
+    path, report, _ = detector
+    int8 = report["int8"]
+    copy = path.with_name("detector.int8.onnx")
+    assert int8["passed"] and int8["kind"] == "int8" and copy.is_file(), int8
+    quality = int8["iou_with_true_ink"]
+    assert set(quality) == {"pytorch", "onnxruntime", "opencv"}
+    assert quality["pytorch"] - min(quality["onnxruntime"], quality["opencv"]) == pytest.approx(int8["iou_drop"])
+    assert int8["iou_drop"] <= int8["max_iou_drop"]
+    assert copy.stat().st_size < 0.5 * path.stat().st_size  # int8 weights
+    for backend in ("onnxruntime", "opencv"):
+        model = Model(copy, backend)
+        assert model.info.kind == "mask" and "quantization" in model.info.provenance
+    assert "IoU with the true ink within" in copy.with_suffix(".report.md").read_text()
+
+
+def test_a_refused_int8_copy_keeps_the_last_good_one(detector, tmp_path, capsys, monkeypatch):
+    import digitpipe.export.detector as export
+
+    path = detector[0]
+    out = tmp_path / "detector.onnx"
+    kept = tmp_path / "detector.int8.onnx"
+    kept.write_bytes(b"the last good INT8 copy")
+    monkeypatch.setattr(export, "INT8_MAX_IOU_DROP", -1.0)  # no copy can pass
+    assert export.main(["--checkpoint", str(path.with_suffix(".pt")), "--out", str(out), "--verify-scenes", "6",
+                        "--data-dir", str(DATA_DIR)]) == 1
+    err = capsys.readouterr().err
+    assert f"verification failed; {kept} is unchanged" in err and len(err.strip().splitlines()) == 1
+    assert kept.read_bytes() == b"the last good INT8 copy"
+    assert out.is_file() and json.loads(out.with_suffix(".report.json").read_text())["passed"]  # the float one passed
+    assert (tmp_path / "detector.int8.rejected.report.json").is_file()
+
+
+def test_auto_picks_the_int8_detector_beside_an_int8_classifier(detector, stand_in_model, tmp_path, capsys, mnist_test):
+    import shutil
+
+    from digitpipe.runtime.detector import detector_path
+
+    path = detector[0]
+    for name in ("digits.onnx", "digits.int8.onnx"):
+        shutil.copy(stand_in_model, tmp_path / name)
+    shutil.copy(path, tmp_path / "detector.onnx")
+    assert detector_path("auto", tmp_path / "digits.int8.onnx") == tmp_path / "detector.onnx"  # no INT8 copy yet
+    shutil.copy(path.with_name("detector.int8.onnx"), tmp_path / "detector.int8.onnx")
+    assert detector_path("auto", tmp_path / "digits.int8.onnx") == tmp_path / "detector.int8.onnx"
+    assert detector_path("auto", tmp_path / "digits.onnx") == tmp_path / "detector.onnx"
+    assert detector_path("none", tmp_path / "digits.int8.onnx") is None
+    images, _ = mnist_test
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), render_photo([images[0]], np.random.default_rng(0)))
+    assert main(["--no-window", "--json", "--model", str(tmp_path / "digits.int8.onnx"), "--image", str(photo)]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 def test_a_failed_detector_export_keeps_the_installed_file(detector, tmp_path, capsys):
     from digitpipe.export.detector import main as export_main
 
