@@ -12,7 +12,7 @@ TEST_ARGS   ?=
 help:
 	@echo "make setup   create $(VENV) with torch $(TORCH) and everything else"
 	@echo "make train   train the digit CNN and the ink detector -> artifacts/digits.pt, detector.pt (TRAIN_ARGS=, DETECTOR_ARGS=)"
-	@echo "make export  export + verify -> artifacts/digits.onnx, digits.int8.onnx, detector.onnx, reports"
+	@echo "make export  export + verify -> artifacts/digits.onnx, digits.int8.onnx, detector.onnx, detector.int8.onnx, reports"
 	@echo "make bundle  put the verified artifacts/digits.onnx (+ detector) inside the package: digitpipe/models/"
 	@echo "make wheel   build the installable wheel -> dist/"
 	@echo "make check   whole test set: PyTorch vs both runtimes on the float and INT8 files"

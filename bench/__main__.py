@@ -135,10 +135,28 @@ def throughput(model: Path, ckpt: Path, images: np.ndarray, repeats: int, batch:
     return {k: {**stats(v), "ratio_to_pytorch": statistics.median(a / b for a, b in zip(v, base))} for k, v in times.items()}
 
 
+def video_setups(model: Path) -> list[tuple[str, str, Path, Path | None]]:
+    """(backend, name, classifier, detector or None) for each way of reading video that the
+    files beside the model allow: the ink detector, its INT8 copy (with the INT8 classifier
+    when there is one: the INT8 path) and the finder's rules alone."""
+    from digitpipe.export.quantize import int8_path
+    from digitpipe.runtime.detector import DETECTOR_INT8_NAME, DETECTOR_NAME
+
+    ways = []
+    if model.with_name(DETECTOR_NAME).is_file():
+        ways.append(("ink detector", model, model.with_name(DETECTOR_NAME)))
+    if model.with_name(DETECTOR_INT8_NAME).is_file():
+        int8 = int8_path(model)
+        ways.append(("INT8 classifier and detector", int8, model.with_name(DETECTOR_INT8_NAME)) if int8.is_file() else
+                    ("INT8 detector", model, model.with_name(DETECTOR_INT8_NAME)))
+    ways.append(("rules alone", model, None))
+    return [(backend, *way) for backend in ("onnxruntime", "opencv") for way in ways]
+
+
 def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, repeats: int) -> dict:
     """640x480 frames of 1-4 digit numbers through DigitReader.read, and through decoding too;
     with the ink detector beside the model (when there is one) and with the finder's rules alone."""
-    from digitpipe.runtime.detector import DETECTOR_NAME, InkDetector
+    from digitpipe.runtime.detector import InkDetector
     from digitpipe.train.photos import render_photo
     from digitpipe.runtime.model import Model
     from digitpipe.runtime.reader import DigitReader
@@ -155,11 +173,9 @@ def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, 
         for f in clips:
             writer.write(f)
         writer.release()
-        detector = model.with_name(DETECTOR_NAME)
-        setups = [(b, d) for b in ("onnxruntime", "opencv") for d in ((True, False) if detector.is_file() else (False,))]
-        for backend, with_detector in setups:
-            ink = InkDetector.load(detector, backend, "cpu") if with_detector else None
-            reader = DigitReader(Model(model, backend=backend, device="cpu"), detector=ink)
+        for backend, name, classifier, detector in video_setups(model):
+            ink = InkDetector.load(detector, backend, "cpu") if detector else None
+            reader = DigitReader(Model(classifier, backend=backend, device="cpu"), detector=ink)
             for f in clips[:20]:
                 reader.read(f)
             fps, fps_decode, locate, infer = [], [], [], []
@@ -180,7 +196,7 @@ def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, 
                     n += 1
                 fps_decode.append(n / (time.perf_counter() - t))
                 cap.release()
-            out[f"{backend}, {'ink detector' if with_detector else 'rules alone'}"] = {
+            out[f"{backend}, {name}"] = {
                 "fps_in_memory": stats(fps), "fps_with_decoding": stats(fps_decode),
                 "locate_ms_p50": percentile(locate, 50), "infer_ms_p50": percentile(infer, 50)}
     return out

@@ -230,6 +230,25 @@ def test_auto_picks_the_int8_detector_beside_an_int8_classifier(detector, stand_
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+def test_the_video_bench_reads_each_way_the_files_beside_the_model_allow(detector, stand_in_model, tmp_path):
+    import shutil
+
+    from bench.__main__ import video_setups
+
+    model = tmp_path / "digits.onnx"
+    shutil.copy(stand_in_model, model)
+    assert [name for _, name, _, _ in video_setups(model)] == ["rules alone"] * 2
+    shutil.copy(detector[0], tmp_path / "detector.onnx")
+    shutil.copy(detector[0].with_name("detector.int8.onnx"), tmp_path / "detector.int8.onnx")
+    ways = {(b, n): (c.name, d.name if d else None) for b, n, c, d in video_setups(model)}
+    assert ways[("opencv", "INT8 detector")] == ("digits.onnx", "detector.int8.onnx")
+    shutil.copy(stand_in_model, tmp_path / "digits.int8.onnx")
+    ways = {(b, n): (c.name, d.name if d else None) for b, n, c, d in video_setups(model)}
+    assert ways[("onnxruntime", "INT8 classifier and detector")] == ("digits.int8.onnx", "detector.int8.onnx")
+    assert ways[("onnxruntime", "ink detector")] == ("digits.onnx", "detector.onnx")
+    assert ways[("onnxruntime", "rules alone")] == ("digits.onnx", None) and len(ways) == 6
+
+
 def test_a_failed_detector_export_keeps_the_installed_file(detector, tmp_path, capsys):
     from digitpipe.export.detector import main as export_main
 
