@@ -10,7 +10,7 @@ from digitpipe.train import checkpoint
 from digitpipe.train.augment import augment_digits
 from digitpipe.train.data import Split, normalize, split_validation
 from digitpipe.train.datasets import MNIST, get_spec
-from digitpipe.train.engine import class_report, confusion_matrix
+from digitpipe.train.engine import best_epoch, class_report, confusion_matrix
 from digitpipe.train.mnist_source import DataUnavailable, _NumpyOnlyUnpickler, ensure_mnist, split_from_pickle, write_idx_files
 from digitpipe.train.models import ARCHS, ModelConfig, build_model
 
@@ -57,6 +57,14 @@ def test_validation_split_is_disjoint_and_seeded():
     assert len(train) == 90 and len(val) == 10
     assert set(train.labels.tolist()).isdisjoint(val.labels.tolist())
     assert torch.equal(val.labels, split_validation(split, 10, seed=3)[1].labels)
+
+
+def test_the_best_epoch_is_the_most_accurate_then_the_least_loss():
+    history = [{"epoch": e, "val_acc": a, "val_loss": l}
+               for e, a, l in ((1, 0.5, 0.9), (2, 1.0, 0.02), (3, 1.0, 0.003), (4, 1.0, 0.01), (5, 0.9, 0.001))]
+    assert best_epoch(history)["epoch"] == 3  # a saturated validation set: the surest epoch, not the first at 100%
+    assert best_epoch(history[:2])["epoch"] == 2  # more accurate wins over a lower loss
+    assert best_epoch(history + [dict(history[2], epoch=6)])["epoch"] == 3  # equals: the first is kept
 
 
 def test_confusion_matrix_and_per_class():

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema", type=float, default=D.ema,
                    help="evaluate and keep an exponential moving average of the weights with this decay (0 = off)")
     g.add_argument("--patience", type=int, default=D.patience,
-                   help="stop early after this many epochs without a better validation accuracy (0 = never)")
+                   help="stop early after this many epochs without a better validation accuracy, or an equal one with a lower loss (0 = never)")
     g.add_argument("--seed", type=int, default=D.seed, help="seeds weights, data order, split and augmentation")
     g.add_argument("--device", default=D.device, choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
     g = p.add_argument_group("outputs")

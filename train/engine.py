@@ -195,7 +195,7 @@ def _train(cfg: TrainConfig, device, resume: bool, log, stop_after, on_epoch, in
         state.history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                               "val_loss": F.cross_entropy(val_logits, val_labels).item(), "val_acc": val_acc,
                               "lr": state.scheduler.get_last_lr()[0], "elapsed_s": elapsed})
-        improved = val_acc > state.best_val
+        improved = best_epoch(state.history) is state.history[-1]
         state.epoch, state.best_val = epoch, max(val_acc, state.best_val)
         if main:
             if improved:
@@ -209,9 +209,9 @@ def _train(cfg: TrainConfig, device, resume: bool, log, stop_after, on_epoch, in
             on_epoch(epoch, state.evaluated, elapsed)
             t0 += time.perf_counter() - paused
         interrupt.check()
-        best_epoch = max(state.history, key=lambda h: h["val_acc"])["epoch"]
-        if cfg.patience and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs:
-            log(f"early stop: no better validation accuracy for {cfg.patience} epochs (best: epoch {best_epoch})")
+        best = best_epoch(state.history)["epoch"]
+        if cfg.patience and epoch - best >= cfg.patience and epoch < cfg.epochs:
+            log(f"early stop: no better validation for {cfg.patience} epochs (best: epoch {best})")
             break
         if stop_after is not None and epoch - first_epoch + 1 >= stop_after and epoch < cfg.epochs:
             log(f"stopping after epoch {epoch} as asked; continue with --resume")
@@ -264,6 +264,14 @@ def _load_data(cfg: TrainConfig, spec: DatasetSpec, device, log) -> TrainingData
     world = distributed.world_size()
     steps = [math.ceil(math.ceil(n / world) / cfg.batch_size) for n in epoch_sizes]
     return TrainingData(train.to(device), val.to(device), test.to(device), epoch_sizes, steps)
+
+
+def best_epoch(history: list[dict]) -> dict:
+    """The epoch whose weights are kept (best on validation): the highest accuracy and, among
+    equal accuracies, the lowest loss; the first of equals. A small validation set (a dozen
+    photos of an image folder) reaches 100% early and would otherwise keep the first, least
+    trained, epoch that did."""
+    return max(history, key=lambda h: (h["val_acc"], -h["val_loss"]))
 
 
 @dataclass
