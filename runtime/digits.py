@@ -53,6 +53,10 @@ class FinderSettings:
     faint_share: float = 0.5
     faint_radius: float = 0.015
     faint_floor: int = 20
+    # ...and the paper's level is taken under every pixel of a part (_paper_level): an opening
+    # this many pen stroke widths wide (0: one level a part), dark ink in dimmer paper scaled up at most this much.
+    paper_kernel: float = 3.0
+    max_paper_gain: float = 4.0  # at most 7
     fill: int = 20  # MNIST: the digit fits in a fill x fill box...
     tile: int = 28  # ...centred by mass in a tile x tile image
 
@@ -146,7 +150,7 @@ def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
             return Page(settings, scale, (0, 0), work[:0, :0], np.float32(0), [], 0)
         (ox, oy), region, parts, dark = near  # ink, thresholds and labels below are within the crop at ox, oy
         crop = work[oy : oy + region.shape[0], ox : ox + region.shape[1]]
-        ink, thresh_map = _local_ink(cv2.bitwise_not(crop) if dark else crop, parts, settings.min_contrast)
+        ink, thresh_map = _local_ink(cv2.bitwise_not(crop) if dark else crop, parts, dark, settings)
         ink[~region] = 0
         if settings.faint_share > 0:
             ink = _lift_faint_ink(ink, thresh_map, settings, max(h, w))
@@ -230,22 +234,56 @@ class Page:
         return Candidate(box, tile, area, group, not whole, span, gw)
 
 
-def _local_ink(ink: np.ndarray, parts: list[tuple[tuple[slice, slice], np.ndarray]],
-               floor: int) -> tuple[np.ndarray, np.ndarray]:
+def _local_ink(ink: np.ndarray, parts: list[tuple[tuple[slice, slice], np.ndarray]], dark: bool,
+               s: FinderSettings) -> tuple[np.ndarray, np.ndarray]:
     """(ink above its paper, a threshold for each pixel), each connected part of the context
     (the marked ink and the paper around it) on its own: a digit in a shadow or under glare
-    has its own paper level (the median below its Otsu threshold) and contrast. Outside the
-    context: no ink, above any threshold. parts: (box slices, bool mask in the box) each."""
+    has its own paper level and contrast. Outside the context: no ink, above any threshold.
+    parts: (box slices, bool mask in the box) each. dark: the ink is darker than its paper
+    (`ink` is then the photo inverted).
+
+    Within a part the paper's level is taken under every pixel (_paper_level), so a digit
+    across a hard shadow's edge is judged against the paper on each side of it; the
+    threshold is Otsu's over the part, the paper's median below it subtracted."""
     out = np.zeros_like(ink)
     thresh_map = np.full(ink.shape, 256.0, np.float32)
     for box, inside in parts:
-        values = ink[box][inside]
+        above = _paper_level(ink[box], inside, dark, s)
+        values = above[inside]
         otsu, _ = cv2.threshold(values[:, None], 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         below = values[values <= otsu]
         paper = float(np.median(below)) if below.size else 0.0
         out[box][inside] = np.clip(values.astype(np.float32) - paper, 0, 255).astype(np.uint8)
-        thresh_map[box][inside] = max(otsu - paper, floor)
+        thresh_map[box][inside] = max(otsu - paper, s.min_contrast)
     return out, thresh_map
+
+
+def _paper_level(part: np.ndarray, inside: np.ndarray, dark: bool, s: FinderSettings) -> np.ndarray:
+    """One part's ink above the paper under it (uint8, bright ink). The paper is the part's
+    morphological opening with a square paper_kernel times the pen's stroke width (from a first
+    Otsu threshold): it drops the strokes and keeps what is wider, a shadow or a glare patch,
+    edges included. Dark ink is then scaled by how much dimmer its paper is than the part's
+    brightest paper (at most max_paper_gain): a shadow dims ink and paper alike, and the ink
+    in it keeps the contrast it has in the light (docs/measurements.md: paper under every pixel)."""
+    if s.paper_kernel <= 0:  # off: one paper level for the part (_local_ink's median)
+        return part
+    otsu, _ = cv2.threshold(part[inside][:, None], 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    pen = _mean_width(np.pad(((part > otsu) & inside).astype(np.uint8), 1))
+    k = max(3, int(s.paper_kernel * pen)) | 1
+    paper = cv2.morphologyEx(part, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    above = cv2.subtract(part, paper)
+    if not dark or s.max_paper_gain <= 1:
+        return above
+    # By the paper's level (a lookup: it is uint8), against the brightest paper of the part
+    # (its 5th percentile here, where the photo is inverted).
+    hist = cv2.calcHist([paper], [0], inside.astype(np.uint8), [256], [0, 256]).ravel()
+    cdf = np.cumsum(hist)
+    brightest = 255.0 - float(np.searchsorted(cdf, 0.05 * cdf[-1]))
+    gain = np.clip(brightest / np.maximum(255.0 - np.arange(256, dtype=np.float32), 1.0), 1.0, s.max_paper_gain)
+    if gain[np.flatnonzero(hist)[-1]] <= 1.0:  # even the dimmest paper of the part is lit alike: nothing to scale
+        return above
+    fixed = np.round(gain * 32).astype(np.uint8)  # in 32nds (max_paper_gain <= 7): uint8 arithmetic, saturated
+    return cv2.multiply(above, cv2.LUT(paper, fixed), scale=1 / 32)
 
 
 def _lift_faint_ink(ink: np.ndarray, thresh_map: np.ndarray, s: FinderSettings, side: int) -> np.ndarray:
@@ -357,12 +395,18 @@ def stroke_shape(mask: np.ndarray) -> tuple[float, float]:
     """(spread, mean stroke width in pixels) of a bool mask of ink. spread: the widest point
     of the ink over its mean stroke width, 1.3-2.5 for pen strokes, more for filled blobs and
     photographed textures."""
-    mask = np.pad(mask.astype(np.uint8), 1)
-    widest = 2 * float(cv2.distanceTransform(mask, cv2.DIST_L2, 3).max())
-    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)  # same length, fewer points
-    perimeter = sum(cv2.arcLength(c, True) for c in contours)
-    mean_width = 2 * float(mask.sum()) / max(perimeter, 1.0)  # a stroke of length L, width t: area Lt, perimeter ~2L
+    padded = np.pad(mask.astype(np.uint8), 1)
+    widest = 2 * float(cv2.distanceTransform(padded, cv2.DIST_L2, 3).max())
+    mean_width = _mean_width(padded)
     return widest / max(mean_width, 1e-6), mean_width
+
+
+def _mean_width(padded: np.ndarray) -> float:
+    """Mean stroke width of uint8 ink with a free border: a stroke of length L and width t has
+    area Lt and a perimeter of about 2L."""
+    contours, _ = cv2.findContours(padded, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)  # same length, fewer points
+    perimeter = sum(cv2.arcLength(c, True) for c in contours)
+    return 2 * float(padded.sum()) / max(perimeter, 1.0)
 
 
 def _cut_spans(mask: np.ndarray, s: FinderSettings) -> list[tuple[int, int]]:

@@ -89,7 +89,7 @@ def test_the_finder_reads_only_near_marked_ink(mnist_test):
     assert len(everything) >= 2
     x, y, w, h = everything[0].box
     mask = np.zeros(photo.shape[:2], bool)
-    mask[y + h // 3 : y + 2 * h // 3, x + w // 3 : x + 2 * w // 3] = True  # the first digit only
+    mask[y : y + h, x : x + w] = True  # the first digit only (marked whole: a mark inside its strokes is ink all round)
     only_first = find_digits(photo, ink_mask=cv2.resize(mask.astype(np.uint8), (160, 120)) > 0)
     assert [c.box[0] for c in only_first] and all(abs(c.box[0] - x) < w for c in only_first)
     assert find_digits(photo, ink_mask=np.zeros((120, 160), bool)) == []
@@ -118,6 +118,34 @@ def test_faint_ink_near_strong_ink_is_read_whole(mnist_test):
             assert len(whole) == 1
             _, _, bw, bh = whole[0].box
             assert least <= bw * bh / (w * h) <= most, (settings.faint_share, bw * bh / (w * h))
+
+
+def test_a_digit_across_a_shadow_edge_is_judged_on_each_side(mnist_test):
+    """A hard shadow's edge through the middle of a digit, the shaded side at 45% of the light.
+    With one paper level for the context part, the shaded paper beside the strokes passes for
+    ink; with the paper taken under every pixel it does not. IoU of the ink found with the true
+    ink, measured on these 12 digits: 0.86-0.90 (mean 0.89) against 0.70-0.83 (mean 0.77)."""
+    from digitpipe.runtime.digits import FinderSettings, find_ink
+
+    images, _ = mnist_test
+    scores = {}
+    for settings in (FinderSettings(), FinderSettings(paper_kernel=0)):
+        for image in images[:12]:
+            tile = cv2.resize(image, (168, 168), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
+            page = np.full((480, 640), 210, np.float32)
+            page[150:318, 230:398] *= 1 - 0.75 * tile
+            page[:, 314:] *= 0.45
+            ink = np.zeros((480, 640), np.uint8)
+            ink[150:318, 230:398] = tile > 0.3
+            found = find_ink(page.astype(np.uint8), settings, cv2.resize(ink, (160, 120), interpolation=cv2.INTER_AREA) > 0)
+            assert found.scale == 0.75  # the finder's working size, 480 x 360
+            truth = cv2.resize(ink, (480, 360), interpolation=cv2.INTER_AREA) > 0
+            marked = np.zeros_like(truth)
+            (ox, oy), binary = found.offset, found.ink > found.thresh_map
+            marked[oy : oy + binary.shape[0], ox : ox + binary.shape[1]] = binary
+            scores.setdefault(settings.paper_kernel, []).append((marked & truth).sum() / (marked | truth).sum())
+    assert min(scores[FinderSettings().paper_kernel]) >= 0.8 and np.mean(scores[FinderSettings().paper_kernel]) >= 0.85
+    assert np.mean(scores[0]) <= 0.81  # one level a part: the behaviour this replaces is measurably worse
 
 
 def test_the_marked_ink_decides_polarity(mnist_test):
