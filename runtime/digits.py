@@ -56,7 +56,7 @@ class FinderSettings:
     # ...and the paper's level is taken under every pixel of a part (_paper_level): an opening
     # this many pen stroke widths wide (0: one level a part), dark ink in dimmer paper scaled up at most this much.
     paper_kernel: float = 3.0
-    max_paper_gain: float = 4.0  # at most 7
+    max_paper_gain: float = 4.0
     fill: int = 20  # MNIST: the digit fits in a fill x fill box...
     tile: int = 28  # ...centred by mass in a tile x tile image
 
@@ -282,7 +282,7 @@ def _paper_level(part: np.ndarray, inside: np.ndarray, dark: bool, s: FinderSett
     gain = np.clip(brightest / np.maximum(255.0 - np.arange(256, dtype=np.float32), 1.0), 1.0, s.max_paper_gain)
     if gain[np.flatnonzero(hist)[-1]] <= 1.0:  # even the dimmest paper of the part is lit alike: nothing to scale
         return above
-    fixed = np.round(gain * 32).astype(np.uint8)  # in 32nds (max_paper_gain <= 7): uint8 arithmetic, saturated
+    fixed = np.minimum(np.round(gain * 32), 255).astype(np.uint8)  # in 32nds, uint8 arithmetic: gains past 7.97 saturate
     return cv2.multiply(above, cv2.LUT(paper, fixed), scale=1 / 32)
 
 

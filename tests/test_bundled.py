@@ -86,6 +86,11 @@ def reads_right(photos, **finder_change) -> dict[str, np.ndarray]:
     return right
 
 
+def gained_and_lost(right: np.ndarray) -> tuple[int, int]:
+    """Of reads_right's photos: (read right only by the shipped reader, only by the changed one)."""
+    return int((right[:, 0] & ~right[:, 1]).sum()), int((~right[:, 0] & right[:, 1]).sum())
+
+
 def exact_rates(photos, **finder_change) -> dict[str, tuple[float, float]]:
     """backend -> (exact-match rate of the shipped reader, of the changed one): reads_right."""
     return {backend: tuple(float(r) for r in right.mean(axis=0))
@@ -109,7 +114,7 @@ def test_digits_under_glare_are_read_with_faint_ink_lifted(mnist_test):
 
     glare = drawn_numbers(120, 13, (1, 5), lambda tiles, rng: render_scene("glare", tiles, rng), mnist_test)
     for backend, right in reads_right(glare, faint_share=0).items():
-        gained, lost = int((right[:, 0] & ~right[:, 1]).sum()), int((~right[:, 0] & right[:, 1]).sum())
+        gained, lost = gained_and_lost(right)
         assert right[:, 0].mean() >= 0.85 and gained >= 5 and lost <= 1, (backend, right.mean(axis=0), gained, lost)
 
 
@@ -123,7 +128,7 @@ def test_form_box_sides_thinner_than_the_writing_are_not_read(mnist_test):
 
     form = drawn_numbers(120, 7, (2, 5), lambda tiles, rng: render_scene("form", tiles, rng), mnist_test)
     for backend, right in reads_right(form, thin_share=0).items():
-        gained, lost = int((right[:, 0] & ~right[:, 1]).sum()), int((~right[:, 0] & right[:, 1]).sum())
+        gained, lost = gained_and_lost(right)
         assert right[:, 0].mean() >= 0.85 and gained >= 2 and lost <= 1, (backend, right.mean(axis=0), gained, lost)
 
 

@@ -225,13 +225,13 @@ def test_train_state_save_and_restore_are_a_pair(tmp_path):
         torch.nn.functional.cross_entropy(state.model(x), y).backward()
         state.optimizer.step(), state.scheduler.step(), state.ema.update_parameters(state.model)
     torch.randperm(10, generator=state.shuffle)
-    state.epoch, state.best_val, state.history = 1, 0.5, [{"epoch": 1, "val_acc": 0.5}]
+    state.epoch, state.history = 1, [{"epoch": 1, "val_acc": 0.5, "val_loss": 0.7}]
     state.save(tmp_path / "last.pt", cfg, cpu)
     after_save = torch.rand(3)  # the global RNG is part of the state too
 
     other = fresh()
     other.restore(tmp_path / "last.pt", cfg, cpu)
-    assert (other.epoch, other.best_val, other.history) == (1, 0.5, [{"epoch": 1, "val_acc": 0.5}])
+    assert (other.epoch, other.history) == (1, [{"epoch": 1, "val_acc": 0.5, "val_loss": 0.7}])
     for a, b in zip(state.evaluated.state_dict().values(), other.evaluated.state_dict().values()):
         assert torch.equal(a, b)
     for a, b in zip(state.optimizer.state_dict()["state"].values(), other.optimizer.state_dict()["state"].values()):

@@ -180,7 +180,8 @@ def _train(cfg: TrainConfig, device, resume: bool, log, stop_after, on_epoch, in
     last_path = Path(cfg.run_dir) / "last.pt"
     if resume:
         state.restore(last_path, cfg, device)
-        log(f"resuming after epoch {state.epoch} (best validation {state.best_val:.4f})")
+        best = best_epoch(state.history)
+        log(f"resuming after epoch {state.epoch} (best validation {best['val_acc']:.4f}, epoch {best['epoch']})")
     board = RunLog(Path(cfg.run_dir), cfg.tensorboard) if main else None
 
     t0 = time.perf_counter() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
@@ -196,7 +197,7 @@ def _train(cfg: TrainConfig, device, resume: bool, log, stop_after, on_epoch, in
                               "val_loss": F.cross_entropy(val_logits, val_labels).item(), "val_acc": val_acc,
                               "lr": state.scheduler.get_last_lr()[0], "elapsed_s": elapsed})
         improved = best_epoch(state.history) is state.history[-1]
-        state.epoch, state.best_val = epoch, max(val_acc, state.best_val)
+        state.epoch = epoch
         if main:
             if improved:
                 checkpoint.save(Path(cfg.out), _model_payload(state.evaluated, model_cfg, spec, cfg, epoch, val_acc))
@@ -284,7 +285,6 @@ class TrainState:
     scaler: torch.amp.GradScaler
     shuffle: torch.Generator
     epoch: int = 0  # epochs done
-    best_val: float = -1.0
     history: list = field(default_factory=list)
 
     @classmethod
@@ -302,7 +302,7 @@ class TrainState:
 
     def save(self, path: Path, cfg: TrainConfig, device) -> None:
         checkpoint.save(path, {
-            "train_config": asdict(cfg), "epoch": self.epoch, "best_val": self.best_val, "history": self.history,
+            "train_config": asdict(cfg), "epoch": self.epoch, "history": self.history,
             "model_state": self.model.state_dict(), "ema_state": self.ema.state_dict() if self.ema is not None else None,
             "optimizer_state": self.optimizer.state_dict(), "scheduler_state": self.scheduler.state_dict(),
             "scaler_state": self.scaler.state_dict(), "shuffle_rng": self.shuffle.get_state(),
@@ -324,7 +324,7 @@ class TrainState:
         torch.set_rng_state(saved["torch_rng"])
         if device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"])
-        self.epoch, self.best_val, self.history = saved["epoch"], saved["best_val"], saved["history"]
+        self.epoch, self.history = saved["epoch"], saved["history"]  # the best epoch is derived: best_epoch(history)
 
 
 def _settings(config: dict) -> dict:
