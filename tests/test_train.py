@@ -195,6 +195,22 @@ def test_generated_non_digits_are_seeded_tiles_of_every_family(mnist_test):
     assert xs.max() - xs.min() > 1.5 * (ys.max() - ys.min())
 
 
+def test_every_bundled_face_writes_every_capital():
+    """The capitals family draws from matplotlib's fonts: a face without letters (the Display
+    cuts carry a few glyphs only) would train the "no digit" class on empty tiles."""
+    from PIL import Image, ImageDraw
+
+    from digitpipe.train.negatives import CAPITALS, _faces
+
+    assert len(_faces()) >= 20  # sans, serif and mono, Computer Modern and STIX, each in several weights
+    for face in _faces():
+        font = face(60)
+        for letter in CAPITALS:
+            image = Image.new("L", (100, 100), 0)
+            ImageDraw.Draw(image).text((50, 50), letter, fill=255, font=font, anchor="mm")
+            assert np.count_nonzero(np.asarray(image) > 128) > 100, (face.args[0], letter)
+
+
 def test_non_digits_join_only_the_training_split(mnist_test):
     from digitpipe.train.data import with_negatives
     from digitpipe.train.datasets import FASHION_MNIST, with_reject_class

@@ -9,16 +9,24 @@ normalises what it found in a photo:
   framed     an outline with marks inside (faces, boxes with writing, ...)
   texture    thresholded smooth noise, as photographed surfaces binarise
   glyphs     lowercase letters and symbols that look like no digit
+  capitals   capital letters that look like no digit, in the TrueType faces matplotlib
+             ships (sans, serif, mono, Computer Modern, STIX), any weight, slanted
   hatching   parallel or crossing lines
+  marks      the marks people put on pages: ticks, crosses, stars, arrows, zigzag
+             crossings-out, boxes ticked or crossed
   tangles    long self-crossing scribbles
   smudges    soft-edged blobs of any shape, thin ones too: shading, a shadow, the edge of
              a face, as the finder cuts them out of a photo (graded, with no flat core)
   pairs      two training digits squeezed into one tile: what a wrong cut of touching
              digits looks like, so that the reader prefers the cut that gives two digits
-bench/wild.py measures rejection on other families (capital letters, a drawn face,
-straight-line scribbles) and on real photographs, none of them generated here.
+bench/wild.py measures rejection on other families (capital letters in OpenCV's Hershey
+faces, a drawn face, straight-line scribbles) and on real photographs, none of them
+generated here.
 """
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,6 +35,8 @@ from digitpipe.runtime.digits import normalise_tile, stretch_ink
 
 CANVAS = 112
 GLYPHS = "cdefhkmnpruvwx#@&%*?=<>{}$"  # none that handwriting makes look like a digit
+# B D G I J O Q S Z are left out: written by hand they pass for 8 0 6 1 1 0 0 5 2.
+CAPITALS = "ACEFHKLMNPRTUVWXY"
 HERSHEY = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX,
            cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_HERSHEY_COMPLEX_SMALL)
 SHARE = 0.1  # negatives per training digit: about as many as one digit class has
@@ -90,9 +100,37 @@ def glyphs(rng: np.random.Generator) -> np.ndarray:
     return canvas
 
 
+@functools.cache
+def _faces() -> tuple:
+    """matplotlib's bundled text faces (a training dependency, so the same on every machine):
+    PIL FreeTypeFont factories by path; the faces without letters (symbols, the Display cuts)
+    are left out."""
+    import matplotlib
+    from PIL import ImageFont
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    names = sorted(p for p in folder.glob("*.ttf")
+                   if p.name.startswith(("DejaVuSans", "DejaVuSerif", "STIXGeneral")) and "Display" not in p.name
+                   or p.name in ("cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf"))
+    return tuple(functools.partial(ImageFont.truetype, str(p)) for p in names)
+
+
+def capitals(rng: np.random.Generator) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    faces = _faces()
+    font = faces[int(rng.integers(len(faces)))](int(rng.integers(60, 84)))
+    image = Image.new("L", (CANVAS, CANVAS), 0)
+    ImageDraw.Draw(image).text((CANVAS // 2, CANVAS // 2), CAPITALS[int(rng.integers(len(CAPITALS)))], fill=255,
+                               font=font, anchor="mm", stroke_width=int(rng.integers(0, 4)), stroke_fill=255)
+    m = cv2.getRotationMatrix2D((CANVAS / 2, CANVAS / 2), float(rng.uniform(-12, 12)), 1.0)
+    m[0, 1] += float(rng.uniform(-0.25, 0.25))  # slant
+    return cv2.warpAffine(np.asarray(image), m, (CANVAS, CANVAS), flags=cv2.INTER_LINEAR)
+
+
 def hatching(rng: np.random.Generator) -> np.ndarray:
     canvas = np.zeros((CANVAS, CANVAS), np.uint8)
-    width = int(rng.integers(2, 6))
+    width = int(rng.integers(4, 11))  # thinner lines fade to grey at the tile's size
     for angle in rng.uniform(0, np.pi, int(rng.integers(1, 3))):
         d = np.array([np.cos(angle), np.sin(angle)])
         normal = np.array([-d[1], d[0]])
@@ -101,6 +139,48 @@ def hatching(rng: np.random.Generator) -> np.ndarray:
             a, b = 56 + k * normal - 50 * d, 56 + k * normal + 50 * d
             cv2.line(canvas, tuple(int(v) for v in a), tuple(int(v) for v in b), 255, width, cv2.LINE_AA)
     return canvas
+
+
+def _stroke(canvas: np.ndarray, points, width: int, closed: bool = False) -> None:
+    cv2.polylines(canvas, [np.asarray(points, np.float32).round().astype(np.int32)], closed, 255, width, cv2.LINE_AA)
+
+
+def marks(rng: np.random.Generator) -> np.ndarray:
+    canvas = np.zeros((CANVAS, CANVAS), np.uint8)
+    width = int(rng.integers(5, 12))  # a pen's 1-2 pixels at the tile's size, as in MNIST
+    c, r = np.array([56.0, 56.0]), float(rng.uniform(30, 50))
+    kind = int(rng.integers(6))
+    if kind == 0:  # a tick
+        _stroke(canvas, [c + [-r, 0], c + [-r / 3, r * 0.8], c + [r, -r]], width)
+    elif kind == 1:  # a cross or an asterisk
+        for angle in np.linspace(0, np.pi, int(rng.integers(2, 5)), endpoint=False) + rng.uniform(0, np.pi):
+            d = r * np.array([np.cos(angle), np.sin(angle)])
+            _stroke(canvas, [c - d, c + d], width)
+    elif kind == 2:  # a five-pointed star in one stroke
+        angles = -np.pi / 2 + np.arange(6) * 4 * np.pi / 5 + rng.uniform(-0.2, 0.2)
+        _stroke(canvas, c + r * np.stack([np.cos(angles), np.sin(angles)], 1), width)
+    elif kind == 3:  # an arrow, any direction
+        angle = rng.uniform(0, 2 * np.pi)
+        d = r * np.array([np.cos(angle), np.sin(angle)])
+        tip, back = c + d, 0.4 * r
+        _stroke(canvas, [c - d, tip], width)
+        for turn in (2.5, -2.5):
+            _stroke(canvas, [tip, tip + back * np.array([np.cos(angle + turn), np.sin(angle + turn)])], width)
+    elif kind == 4:  # a zigzag crossing-out, back and forth
+        count = int(rng.integers(4, 9))
+        xs = np.where(np.arange(count) % 2 == 0, -r, r) + rng.normal(0, 4, count)
+        ys = np.linspace(-r * 0.7, r * 0.7, count) + rng.normal(0, 3, count)
+        _stroke(canvas, c + np.stack([xs, ys], 1), width)
+    else:  # a box, ticked or crossed
+        h = r * 0.7
+        _stroke(canvas, [c + [-h, -h], c + [h, -h], c + [h, h], c + [-h, h]], max(1, width - 1), closed=True)
+        if rng.random() < 0.5:
+            _stroke(canvas, [c + [-h, -h], c + [h, h]], width)
+            _stroke(canvas, [c + [h, -h], c + [-h, h]], width)
+        else:
+            _stroke(canvas, [c + [-h * 0.6, 0], c + [-h * 0.1, h * 0.6], c + [h * 1.2, -h * 1.2]], width)
+    m = cv2.getRotationMatrix2D((CANVAS / 2, CANVAS / 2), float(rng.uniform(-20, 20)), float(rng.uniform(0.8, 1.1)))
+    return cv2.warpAffine(canvas, m, (CANVAS, CANVAS), flags=cv2.INTER_LINEAR)
 
 
 def tangles(rng: np.random.Generator) -> np.ndarray:
@@ -140,7 +220,7 @@ def pair(rng: np.random.Generator, digits: np.ndarray) -> np.ndarray:
     return canvas
 
 
-FAMILIES = (shapes, framed, texture, glyphs, hatching, tangles, smudges)
+FAMILIES = (shapes, framed, texture, glyphs, capitals, hatching, marks, tangles, smudges)
 
 
 def negatives(count: int, seed: int, digits: np.ndarray) -> np.ndarray:
