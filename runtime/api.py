@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,12 @@ class Reader:
         """Digits in an image file or array (uint8 gray, BGR or BGRA as OpenCV loads them; other
         depths are scaled to 0-255). reading.to_dict() is what `run-digit --json` prints."""
         return self.digits.read(self.load(image))
+
+    def read_stream(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Reading]]:
+        """(frame, reading) for each of a video's frames, the readings those of read(); the ink
+        detector of the next frame runs beside the reading of this one (what run-digit --video
+        and --camera do)."""
+        return self.digits.read_stream(self.load(frame) for frame in frames)
 
     def load(self, image: str | os.PathLike | np.ndarray) -> np.ndarray:
         """An image file or array -> the uint8 gray or BGR array read() reads; InputError if it is none."""

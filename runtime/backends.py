@@ -28,6 +28,10 @@ class OnnxRuntimeBackend:
         ort.set_default_logger_severity(4)
         options = ort.SessionOptions()
         options.log_severity_level = 4
+        # Its threads wait for work asleep, not spinning: between the reader's short runs the
+        # cores belong to OpenCV and the ink detector's worker (1.05-1.09x the frame rate;
+        # docs/measurements.md, "Reading video").
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]

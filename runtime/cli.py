@@ -7,6 +7,7 @@ failed while reading (what was read before is printed, then it stops).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -223,9 +224,6 @@ def read_stream(args, reader: Reader, out: Output, window) -> int:
     except InputError as exc:
         out.error(source.name, f"{source.name}: {exc}")
         return EXIT_INPUT_FAILED
-    except ModelError as exc:  # ends the stream; the frames read before it stand (and are saved)
-        out.error(source.name, f"{source.name}: stopped at frame {source.count - 1}: {first_line(exc)}")
-        return EXIT_MODEL_FAILED
     finally:
         if recorder:
             recorder.close()
@@ -245,9 +243,16 @@ def _stream_loop(args, source, reader: Reader, out: Output, window, recorder, on
 
     last_text, fps, t_prev = None, None, time.perf_counter()
     frame_ms = 1000.0 / source.fps
-    for index, frame in enumerate(source):
+    stream = reader.read_stream(source)  # the next frame's ink detector runs beside this frame
+    for index in itertools.count():
         started = time.perf_counter()
-        reading = reader.read(frame)
+        try:
+            frame, reading = next(stream)
+        except StopIteration:
+            break
+        except ModelError as exc:  # ends the stream; the frames read before it stand (and are saved)
+            out.error(source.name, f"{source.name}: stopped at frame {index}: {first_line(exc)}")
+            return EXIT_MODEL_FAILED
         now = time.perf_counter()
         fps = smoothed_fps(fps, now - t_prev)
         t_prev = now
@@ -276,6 +281,7 @@ def _stream_loop(args, source, reader: Reader, out: Output, window, recorder, on
                 print(f"run-digit: saved {snapshot}", file=sys.stderr)
             if key in KEY_QUIT or window.closed():
                 break
+    stream.close()
     if source.ended_early:
         if source.count == 0:
             out.error(source.name, f"{source.name}: {source.ended_early}")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,11 +99,53 @@ class DigitReader:
         return [c.box for c in found], [c.tile for c in found]
 
     def read(self, image: np.ndarray) -> Reading:
-        t0 = time.perf_counter()
+        return self._read(image, None)
+
+    def read_stream(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Reading]]:
+        """(frame, reading) for each frame in turn, the readings those of read(frame). With an
+        ink detector, the next frame's detector runs in a worker thread while this frame is
+        read: both engines let go of the GIL while they compute, so on two cores a video reads
+        at 1.3x the frame rate of read() one frame at a time (docs/measurements.md)."""
+        frames = iter(frames)
+        if self.detector is None or self._locate != self._locate_digits or self.single:
+            for frame in frames:
+                yield frame, self._read(frame, None)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="ink-detector") as pool:
+            current = next(frames, None)
+            marked = pool.submit(self._detect, current) if current is not None else None
+            while current is not None:
+                following = next(frames, None)
+                mark = marked.result()  # the detector's errors surface at the frame they belong to
+                marked = pool.submit(self._detect, following) if following is not None else None
+                yield current, self._read(current, mark)
+                current = following
+
+    def _region(self, image: np.ndarray) -> np.ndarray:
+        """The part of the image read: the roi's, or all of it."""
         rx, ry, rw, rh = clip_roi(self.roi, image.shape)
         if rw == 0 or rh == 0:
             raise InputError(f"the region {self.roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
-        found, detect_ms, page = self._locate(image[ry : ry + rh, rx : rx + rw] if self.roi else image)
+        return image[ry : ry + rh, rx : rx + rw] if self.roi else image
+
+    def _detect(self, image: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """(the ink detector's mark of the part of the image read, or None where a tile needs
+        none; the ms it took)."""
+        return self._detect_region(self._region(image))
+
+    def _detect_region(self, region: np.ndarray) -> tuple[np.ndarray | None, float]:
+        pp = self.model.info.preprocess
+        if to_gray(region).shape == (pp.height, pp.width):
+            return None, 0.0
+        t = time.perf_counter()
+        mask = self.detector.ink_mask(region)
+        return mask, (time.perf_counter() - t) * 1e3
+
+    def _read(self, image: np.ndarray, mark: tuple[np.ndarray | None, float] | None) -> Reading:
+        """read(image); mark: _detect(image) when a worker ran it already."""
+        t0 = time.perf_counter()
+        rx, ry, _, _ = clip_roi(self.roi, image.shape)
+        found, detect_ms, page = self._locate(self._region(image), mark)
         t1 = time.perf_counter()
         best, conf = self.model.classify([c.tile for c in found])
         # The reject class scores 0 when choosing how to read wide ink, and is never reported.
@@ -123,13 +167,13 @@ class DigitReader:
                 x, y, w, h = found[k].box
                 digits.append(Digit(labels[best[k]], float(conf[k]), (x + rx, y + ry, w, h)))
         ms = {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3}
-        if detect_ms is not None:  # part of locate
+        if detect_ms is not None:  # part of locate, unless a worker ran it beside the previous frame
             ms["detect"] = detect_ms
         return Reading(digits, ms)
 
-    def _locate_digits(self, image: np.ndarray):
+    def _locate_digits(self, image: np.ndarray, mark=None):
         """(whole candidates, ms the ink detector took or None without one, the Page they came
-        from or None); _locate_whole alike."""
+        from or None); mark: _detect's result when it ran already. _locate_whole alike."""
         pp = self.model.info.preprocess
         gray = to_gray(image)
         if gray.shape == (pp.height, pp.width):
@@ -139,15 +183,13 @@ class DigitReader:
             return ([Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []), None, None
         mask = detect_ms = None
         if self.detector:
-            t = time.perf_counter()
-            mask = self.detector.ink_mask(image)
-            detect_ms = (time.perf_counter() - t) * 1e3
+            mask, detect_ms = mark if mark is not None else self._detect_region(image)
         if self.single:
             return most_prominent(find_digits(gray, self.finder, mask)), detect_ms, None
         page = find_ink(gray, self.finder, mask)
         return page.wholes(), detect_ms, page
 
-    def _locate_whole(self, image: np.ndarray):
+    def _locate_whole(self, image: np.ndarray, mark=None):
         pp = self.model.info.preprocess
         h, w = image.shape[:2]
         return [Candidate((0, 0, w, h), resize_to_input(image, pp), h * w)], None, None

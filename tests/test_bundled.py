@@ -151,6 +151,69 @@ def test_wide_ink_is_cut_only_when_the_classifier_doubts_it_whole(mnist_test, mo
     assert reading.text == str(labels[3]) and reading.digits[0].confidence >= WHOLE_SURE and batches == [1]
 
 
+def scene_frames(mnist_test, count: int, seed: int) -> list[np.ndarray]:
+    """640x480 photos of 1-4 MNIST test digits in the everyday scene families, in turn."""
+    from digitpipe.train.scenes import FAMILIES, render_scene
+
+    images, _ = mnist_test
+    rng = np.random.default_rng(seed)
+    return [render_scene(FAMILIES[k % len(FAMILIES)], [images[int(i)] for i in rng.integers(len(images), size=int(rng.integers(1, 5)))], rng)
+            for k in range(count)]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
+@pytest.mark.parametrize("roi", [None, (40, 30, 560, 400)])
+def test_a_stream_reads_as_frame_by_frame_with_the_detector_beside_it(mnist_test, monkeypatch, backend, roi):
+    """read_stream runs the next frame's detector in a worker thread: the readings (text,
+    boxes, confidences) are read()'s, frame for frame, and the detector did run beside."""
+    import threading
+
+    from digitpipe.runtime.detector import InkDetector
+
+    frames = scene_frames(mnist_test, 16, seed=5)
+    reader = digitpipe.Reader(backend=backend, roi=roi)
+    alone = [reader.read(f).to_dict() for f in frames]
+    threads, real = [], InkDetector.ink_mask
+
+    def spy(self, image):
+        threads.append(threading.current_thread().name)
+        return real(self, image)
+
+    monkeypatch.setattr(InkDetector, "ink_mask", spy)
+    streamed = [(f, r.to_dict()) for f, r in reader.read_stream(iter(frames))]
+    assert [f is g for (f, _), g in zip(streamed, frames)] == [True] * len(frames)
+    for (_, s), a in zip(streamed, alone):
+        assert (s["text"], s["digits"]) == (a["text"], a["digits"])
+    assert len(threads) == len(frames) and all(t.startswith("ink-detector") for t in threads)
+    assert sum(bool(a["text"]) for a in alone) >= 12  # frames with digits read, not 16 empty readings
+
+
+def test_a_detector_failure_ends_a_video_at_its_frame(mnist_test, tmp_path, capsys, monkeypatch):
+    """The detector runs a frame ahead; its failure still ends the stream at the frame it
+    belongs to, after every frame before it was reported, in one line with exit 3."""
+    from digitpipe.runtime.cli import EXIT_MODEL_FAILED
+    from digitpipe.runtime.detector import InkDetector
+    from digitpipe.runtime.errors import ModelError
+    from tests.test_cli_fast import write_video
+
+    video = write_video(tmp_path / "clip.avi", scene_frames(mnist_test, 6, seed=6))
+    calls, real = [], InkDetector.ink_mask
+
+    def fails_on_the_fourth_frame(self, image):
+        calls.append(1)
+        if len(calls) == 4:
+            raise ModelError("onnxruntime failed at inference (bad allocation)")
+        return real(self, image)
+
+    monkeypatch.setattr(InkDetector, "ink_mask", fails_on_the_fourth_frame)
+    code = main(["--no-window", "--json", "--video", str(video)])
+    out, err = capsys.readouterr()
+    assert code == EXIT_MODEL_FAILED
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [r.get("frame") for r in lines] == [0, 1, 2, None] and "error" in lines[-1]
+    assert len(err.strip().splitlines()) == 1 and "stopped at frame 3" in err and "Traceback" not in err
+
+
 def test_readme_python_example_runs_as_written(number_photo, tmp_path):
     """The README's example, copied out of README.md and run in a folder holding its photo."""
     readme = (ROOT / "README.md").read_text()
