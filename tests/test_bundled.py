@@ -184,7 +184,7 @@ def test_a_stream_reads_as_frame_by_frame_with_the_detector_beside_it(mnist_test
     assert [f is g for (f, _), g in zip(streamed, frames)] == [True] * len(frames)
     for (_, s), a in zip(streamed, alone):
         assert (s["text"], s["digits"]) == (a["text"], a["digits"])
-    assert len(threads) == len(frames) and all(t.startswith("ink-detector") for t in threads)
+    assert len(threads) == len(frames) and all(t.startswith("frame-ahead") for t in threads)
     assert sum(bool(a["text"]) for a in alone) >= 12  # frames with digits read, not 16 empty readings
 
 
