@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,6 +106,8 @@ class DigitReader:
         detector on it while this frame is read: OpenCV and onnxruntime let go of the GIL while
         they compute, so on two cores a video reads at 1.2-1.3x the frame rate of read() one
         frame at a time (docs/measurements.md, "Reading video a frame ahead")."""
+        from concurrent.futures import ThreadPoolExecutor  # here: 8 ms of imports a still image does not need
+
         frames = iter(frames)
         detect = self.detector is not None and self._locate == self._locate_digits
 
