@@ -188,6 +188,16 @@ def test_a_stream_reads_as_frame_by_frame_with_the_detector_beside_it(mnist_test
     assert sum(bool(a["text"]) for a in alone) >= 12  # frames with digits read, not 16 empty readings
 
 
+def test_an_api_stream_stops_at_the_frame_that_is_no_image(reader, number_photo):
+    """Frames are checked as read() checks an image: the readings before a bad one stand,
+    and the bad one raises InputError when its turn comes, not before."""
+    good = cv2.imread(str(number_photo))
+    stream = reader.read_stream([good, good, np.zeros((2, 2, 2, 2)), good])
+    assert [r.text for _, r in (next(stream), next(stream))] == [NUMBER, NUMBER]
+    with pytest.raises(digitpipe.InputError, match="H x W"):
+        next(stream)
+
+
 def test_a_detector_failure_ends_a_video_at_its_frame(mnist_test, tmp_path, capsys, monkeypatch):
     """The detector runs a frame ahead; its failure still ends the stream at the frame it
     belongs to, after every frame before it was reported, in one line with exit 3."""
