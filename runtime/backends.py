@@ -29,8 +29,8 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.log_severity_level = 4
         # Its threads wait for work asleep, not spinning: between the reader's short runs the
-        # cores belong to OpenCV and the ink detector's worker (1.05-1.09x the frame rate;
-        # docs/measurements.md, "Reading video").
+        # cores belong to OpenCV and the ink detector's worker (1.08x the frame rate read a
+        # frame at a time; docs/measurements.md, "Reading video a frame ahead").
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads

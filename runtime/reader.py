@@ -121,21 +121,21 @@ class DigitReader:
                 ahead = pool.submit(take)
                 yield item[0], self._read(*item)
 
-    def _region(self, image: np.ndarray) -> np.ndarray:
-        """The part of the image read: the roi's, or all of it."""
+    def _region(self, image: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """(the part of the image read: the roi's, or all of it; its x and y in the image)."""
         rx, ry, rw, rh = clip_roi(self.roi, image.shape)
         if rw == 0 or rh == 0:
             raise InputError(f"the region {self.roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
-        return image[ry : ry + rh, rx : rx + rw] if self.roi else image
+        return (image[ry : ry + rh, rx : rx + rw] if self.roi else image), rx, ry
 
     def _detect(self, image: np.ndarray) -> tuple[np.ndarray | None, float]:
         """(the ink detector's mark of the part of the image read, or None where a tile needs
         none; the ms it took)."""
-        return self._detect_region(self._region(image))
+        return self._detect_region(self._region(image)[0])
 
     def _detect_region(self, region: np.ndarray) -> tuple[np.ndarray | None, float]:
         pp = self.model.info.preprocess
-        if to_gray(region).shape == (pp.height, pp.width):
+        if region.shape[:2] == (pp.height, pp.width):  # a tile (_locate_digits): no detector
             return None, 0.0
         t = time.perf_counter()
         mask = self.detector.ink_mask(region)
@@ -144,8 +144,8 @@ class DigitReader:
     def _read(self, image: np.ndarray, mark: tuple[np.ndarray | None, float] | None) -> Reading:
         """read(image); mark: _detect(image) when a worker ran it already."""
         t0 = time.perf_counter()
-        rx, ry, _, _ = clip_roi(self.roi, image.shape)
-        found, detect_ms, page = self._locate(self._region(image), mark)
+        region, rx, ry = self._region(image)
+        found, detect_ms, page = self._locate(region, mark)
         t1 = time.perf_counter()
         best, conf = self.model.classify([c.tile for c in found])
         # The reject class scores 0 when choosing how to read wide ink, and is never reported.

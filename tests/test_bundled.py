@@ -153,12 +153,12 @@ def test_wide_ink_is_cut_only_when_the_classifier_doubts_it_whole(mnist_test, mo
 
 def scene_frames(mnist_test, count: int, seed: int) -> list[np.ndarray]:
     """640x480 photos of 1-4 MNIST test digits in the everyday scene families, in turn."""
+    from itertools import cycle
+
     from digitpipe.train.scenes import FAMILIES, render_scene
 
-    images, _ = mnist_test
-    rng = np.random.default_rng(seed)
-    return [render_scene(FAMILIES[k % len(FAMILIES)], [images[int(i)] for i in rng.integers(len(images), size=int(rng.integers(1, 5)))], rng)
-            for k in range(count)]
+    family = cycle(FAMILIES)
+    return [photo for photo, _ in drawn_numbers(count, seed, (1, 5), lambda tiles, rng: render_scene(next(family), tiles, rng), mnist_test)]
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
