@@ -5,15 +5,16 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TRAIN_ARGS  ?=
 DETECTOR_ARGS ?=
+SEQUENCE_ARGS ?=
 EXPORT_ARGS ?=
 TEST_ARGS   ?=
 
 .PHONY: setup system-packages train export bundle wheel check test test-fast bench demo clean help
 help:
 	@echo "make setup   create $(VENV) with torch $(TORCH) and everything else"
-	@echo "make train   train the digit CNN and the ink detector -> artifacts/digits.pt, detector.pt (TRAIN_ARGS=, DETECTOR_ARGS=)"
-	@echo "make export  export + verify -> artifacts/digits.onnx, digits.int8.onnx, detector.onnx, detector.int8.onnx, reports"
-	@echo "make bundle  put the verified artifacts/digits.onnx (+ detector) inside the package: digitpipe/models/"
+	@echo "make train   train the digit CNN, the ink detector and the sequence reader -> artifacts/digits.pt, detector.pt, sequence.pt (TRAIN_ARGS=, DETECTOR_ARGS=, SEQUENCE_ARGS=)"
+	@echo "make export  export + verify -> artifacts/digits.onnx, digits.int8.onnx, detector.onnx, detector.int8.onnx, sequence.onnx, reports"
+	@echo "make bundle  put the verified artifacts/digits.onnx (+ detector, sequence reader) inside the package: digitpipe/models/"
 	@echo "make wheel   build the installable wheel -> dist/"
 	@echo "make check   whole test set: PyTorch vs both runtimes on the float and INT8 files"
 	@echo "make test    the whole test suite, end-to-end cases included (installs the system packages it uses)"
@@ -34,10 +35,12 @@ setup: $(STAMP)
 train: $(STAMP)
 	$(BIN)/python -m digitpipe.train $(TRAIN_ARGS)
 	$(BIN)/python -m digitpipe.train.detector $(DETECTOR_ARGS)
+	$(BIN)/python -m digitpipe.train.sequence $(SEQUENCE_ARGS)
 
 export: $(STAMP)
 	$(BIN)/python -m digitpipe.export $(EXPORT_ARGS)
 	$(BIN)/python -m digitpipe.export.detector
+	$(BIN)/python -m digitpipe.export.sequence
 
 bundle: $(STAMP)
 	$(BIN)/python -m digitpipe.export.bundle

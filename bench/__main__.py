@@ -135,21 +135,26 @@ def throughput(model: Path, ckpt: Path, images: np.ndarray, repeats: int, batch:
     return {k: {**stats(v), "ratio_to_pytorch": statistics.median(a / b for a, b in zip(v, base))} for k, v in times.items()}
 
 
-def video_setups(model: Path) -> list[tuple[str, str, Path, Path | None]]:
-    """(backend, name, classifier, detector or None) for each way of reading video that the
-    files beside the model allow: the ink detector, its INT8 copy (with the INT8 classifier
-    when there is one: the INT8 path) and the finder's rules alone."""
+def video_setups(model: Path) -> list[tuple[str, str, Path, Path | None, Path | None]]:
+    """(backend, name, classifier, detector or None, sequence reader or None) for each way of
+    reading video that the files beside the model allow: the ink detector, its INT8 copy (with
+    the INT8 classifier when there is one: the INT8 path), each with the sequence reader when
+    there is one (and the ink detector without it, for its cost), and the finder's rules alone."""
     from digitpipe.export.quantize import int8_path
     from digitpipe.runtime.detector import DETECTOR_INT8_NAME, DETECTOR_NAME
+    from digitpipe.runtime.sequence import SEQUENCE_NAME
 
+    sequence = model.with_name(SEQUENCE_NAME) if model.with_name(SEQUENCE_NAME).is_file() else None
     ways = []
     if model.with_name(DETECTOR_NAME).is_file():
-        ways.append(("ink detector", model, model.with_name(DETECTOR_NAME)))
+        ways.append(("ink detector", model, model.with_name(DETECTOR_NAME), sequence))
+        if sequence:
+            ways.append(("ink detector, no sequence reader", model, model.with_name(DETECTOR_NAME), None))
     if model.with_name(DETECTOR_INT8_NAME).is_file():
         int8 = int8_path(model)
-        ways.append(("INT8 classifier and detector", int8, model.with_name(DETECTOR_INT8_NAME)) if int8.is_file() else
-                    ("INT8 detector", model, model.with_name(DETECTOR_INT8_NAME)))
-    ways.append(("rules alone", model, None))
+        ways.append(("INT8 classifier and detector", int8, model.with_name(DETECTOR_INT8_NAME), sequence)
+                    if int8.is_file() else ("INT8 detector", model, model.with_name(DETECTOR_INT8_NAME), sequence))
+    ways.append(("rules alone", model, None, None))
     return [(backend, *way) for backend in ("onnxruntime", "opencv") for way in ways]
 
 
@@ -157,8 +162,9 @@ def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, 
     """640x480 frames of 1-4 digit numbers through DigitReader.read one at a time, through
     read_stream (the next frame's ink detector beside this frame's reading, as run-digit --video
     and --camera read), and read_stream on the frames decoded from a video file; with the ink
-    detector beside the model (when there is one) and with the finder's rules alone."""
+    detector and sequence reader beside the model (when there are) and with the finder's rules alone."""
     from digitpipe.runtime.detector import InkDetector
+    from digitpipe.runtime.sequence import SequenceReader
     from digitpipe.runtime.sources import open_video
     from digitpipe.train.photos import render_photo
     from digitpipe.runtime.model import Model
@@ -176,9 +182,10 @@ def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, 
         for f in clips:
             writer.write(f)
         writer.release()
-        for backend, name, classifier, detector in video_setups(model):
+        for backend, name, classifier, detector, sequence in video_setups(model):
             ink = InkDetector.load(detector, backend, "cpu") if detector else None
-            reader = DigitReader(Model(classifier, backend=backend, device="cpu"), detector=ink)
+            touching = SequenceReader.load(sequence, backend, "cpu") if sequence else None
+            reader = DigitReader(Model(classifier, backend=backend, device="cpu"), detector=ink, sequence=touching)
             for f in clips[:20]:
                 reader.read(f)
             fps, fps_stream, fps_decode, locate, infer = [], [], [], [], []

@@ -191,18 +191,22 @@ def wilson(right: int, count: int) -> tuple[float, float]:
 
 
 def evaluate(model_path: str, count: int, thresholds=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8), gallery: Path | None = None,
-             only: str = "", detector: str | None = None, sets: dict | None = None, seed: int = 2026) -> dict:
-    """detector: an ink detector's ONNX file, or None for the finder's rules alone. Each kind's
+             only: str = "", detector: str | None = None, sets: dict | None = None, seed: int = 2026,
+             sequence: str | None = None) -> dict:
+    """detector: an ink detector's ONNX file, or None for the finder's rules alone; sequence: a
+    sequence reader's, or None to cut touching digits apart only. Each kind's
     row: its photo count, the exact-match rate at each threshold, "interval" (the 95% interval
     of the rate at run-digit's default threshold) and the classic reading's rate."""
     from digitpipe.runtime.detector import InkDetector
     from digitpipe.runtime.model import Model
     from digitpipe.runtime.reader import DEFAULT_MIN_CONFIDENCE, DigitReader
+    from digitpipe.runtime.sequence import SequenceReader
 
     sets = {k: v for k, v in (sets or wild_set(count, seed)).items() if k.startswith(only)}
     model = Model(model_path, device="cpu")
     ink = InkDetector.load(detector, device="cpu") if detector else None
-    reader = DigitReader(model, min_confidence=0.0, detector=ink)  # thresholds are applied below, per column
+    touching = SequenceReader.load(sequence, device="cpu") if sequence else None
+    reader = DigitReader(model, min_confidence=0.0, detector=ink, sequence=touching)  # thresholds: below, per column
     results = {}
     for kind, items in sets.items():
         readings = [(reader.read(photo), text) for photo, text in items]
@@ -251,14 +255,21 @@ def main(argv=None) -> int:
     p.add_argument("--only", metavar="PREFIX", default="", help="evaluate only kinds starting with this (e.g. scene:)")
     p.add_argument("--detector", default="auto", metavar="ONNX|auto|none",
                    help="ink detector before the finder, as run-digit's --detector: auto uses detector.onnx beside --model")
+    p.add_argument("--sequence", default="auto", metavar="ONNX|auto|none",
+                   help="sequence reader of touching digits, as run-digit's --sequence: auto uses sequence.onnx beside --model")
     args = p.parse_args(argv)
     from digitpipe.runtime.detector import detector_path
+    from digitpipe.runtime.sequence import sequence_path
 
     found = detector_path(args.detector, args.model)
     detector = str(found) if found else None
-    print(f"reading with {'the ink detector ' + detector if detector else 'the finder rules alone'}", file=sys.stderr)
+    found = sequence_path(args.sequence, args.model)
+    sequence = str(found) if found else None
+    print(f"reading with {'the ink detector ' + detector if detector else 'the finder rules alone'}"
+          f"{', the sequence reader ' + sequence if sequence else ', touching digits cut apart only'}", file=sys.stderr)
     t = time.perf_counter()
-    results = evaluate(args.model, args.count, gallery=args.gallery, only=args.only, detector=detector, seed=args.seed)
+    results = evaluate(args.model, args.count, gallery=args.gallery, only=args.only, detector=detector, seed=args.seed,
+                       sequence=sequence)
     if args.save_examples:
         Path(args.save_examples).mkdir(parents=True, exist_ok=True)
         for kind, items in wild_set(5).items():

@@ -19,10 +19,8 @@ network's in PyTorch. run-digit picks it beside an INT8 classifier (runtime/dete
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import onnx
 import torch
 
 from digitpipe.export.cli import announce, export_stamp, install
-from digitpipe.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, attach_metadata, input_shape
+from digitpipe.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, attach_metadata, export_onnx, input_shape
 from digitpipe.export.quantize import QUANT_FORMAT, int8_path, quantize_int8
 from digitpipe.export.verify import ATOL, PREPROCESS_ATOL, Comparison, _checked, read_back
 from digitpipe.runtime.errors import ModelError, first_line
@@ -64,13 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def export_detector_onnx(net: torch.nn.Module, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net.eval(), (torch.zeros(1, 3, HEIGHT, WIDTH),), buf, dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-    return onnx.load_from_string(buf.getvalue())
+    return export_onnx(net, 3, HEIGHT, opset=opset, width=WIDTH, output_name=OUTPUT_NAME)
 
 
 def detector_info(proto: onnx.ModelProto, ckpt: dict, ckpt_sha: str, opset: int) -> ModelInfo:

@@ -69,6 +69,11 @@ def to_markdown(report: dict) -> str:
     if mask:
         lines += [f"## IoU with the true digit ink ({report['scenes']} held-out scenes)", "", "| runtime | IoU |", "|---|---|"]
         lines += [f"| {rt} | {v:.3f} |" for rt, v in report["iou_with_true_ink"].items()]
+    elif report.get("task") == "sequence-reader":
+        lines += [f"## Strips of 2-4 touching MNIST test digits read exactly ({report['strips']} held-out strips)", "",
+                  f"Every runtime decodes every strip to the text PyTorch reads: {report['same_text_as_pytorch']}.", "",
+                  "| runtime | exact match |", "|---|---|"]
+        lines += [f"| {rt} | {v:.2%} |" for rt, v in report["exact_match"].items()]
     else:
         lines += ["## Test accuracy", "", "| runtime | accuracy |", "|---|---|",
                   f"| PyTorch (training transform) | {report['pytorch_test_accuracy']:.2%} |"]

@@ -14,6 +14,7 @@ from digitpipe.runtime.foreign import Overrides
 from digitpipe.runtime.imageio import DEFAULT_MAX_PIXELS, read_image, to_uint8
 from digitpipe.runtime.model import DEFAULT_MAX_MODEL_PIXELS, Model
 from digitpipe.runtime.reader import DEFAULT_MIN_CONFIDENCE, Box, DigitReader, Reading
+from digitpipe.runtime.sequence import SequenceReader, sequence_path
 
 
 class Reader:
@@ -21,13 +22,15 @@ class Reader:
 
     model: an ONNX file from `make export` (default: the model bundled with digitpipe).
     detector: "auto" (detector.onnx beside the model, when there is one), "none", or a path.
+    sequence: the sequence reader of touching digits: "auto" (sequence.onnx beside the model, when
+    there is one), "none" (touching digits are only cut apart), or a path.
     check_model: refuse files whose bytes differ from their export report (True: the reports beside
     them; a path: the model's report there).
     Raises ModelError for a model it cannot use; read() raises InputError for an image it cannot read.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, *, backend: str = "onnxruntime",
-                 device: str = "auto", detector: str | os.PathLike = "auto",
+                 device: str = "auto", detector: str | os.PathLike = "auto", sequence: str | os.PathLike = "auto",
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, single: bool = False, roi: Box | None = None,
                  check_model: bool | str | os.PathLike = False, max_pixels: int = DEFAULT_MAX_PIXELS,
                  max_model_pixels: int = DEFAULT_MAX_MODEL_PIXELS, overrides: Overrides = Overrides()):
@@ -37,19 +40,16 @@ class Reader:
         classifier = Model(self.model_path, backend, device, overrides=overrides, check_report=check_model,
                            max_input_pixels=max_model_pixels)
         check_is_classifier(classifier)
-        self.detector_path = detector_path(str(detector), self.model_path)
-        ink = None
-        if self.detector_path is not None:
-            if classifier.info.preprocess.fit != "digit":
-                if detector != "auto":
-                    raise ModelError(f"--detector: {self.model_path} reads whole images (fit "
-                                     f"{classifier.info.preprocess.fit!r}); a detector serves models that find digits")
-                self.detector_path = None
-            else:
-                ink = InkDetector.load(self.detector_path, backend, device, check_report=bool(check_model),
-                                       max_input_pixels=max_model_pixels)
+        # The networks that serve a classifier which finds digits: by default the files beside it.
+        fit = classifier.info.preprocess.fit
+        load = dict(backend=backend, device=device, check_report=bool(check_model), max_input_pixels=max_model_pixels)
+        self.detector_path, ink = _helper("--detector", "a detector", detector_path(str(detector), self.model_path),
+                                          detector != "auto", fit, self.model_path, lambda p: InkDetector.load(p, **load))
+        self.sequence_path, touching = _helper("--sequence", "a sequence reader",
+                                               sequence_path(str(sequence), self.model_path), sequence != "auto", fit,
+                                               self.model_path, lambda p: SequenceReader.load(p, **load))
         self.max_pixels = max_pixels
-        self.digits = DigitReader(classifier, min_confidence, single, roi=roi, detector=ink)
+        self.digits = DigitReader(classifier, min_confidence, single, roi=roi, detector=ink, sequence=touching)
 
     @property
     def roi(self) -> Box | None:
@@ -81,3 +81,15 @@ class Reader:
         if image.shape[0] * image.shape[1] > self.max_pixels:
             raise InputError(f"image of {image.shape[1]}x{image.shape[0]} is over {self.max_pixels} pixels")
         return to_uint8(image)
+
+
+def _helper(option: str, what: str, path: Path | None, asked: bool, fit: str, model: Path, load):
+    """(path, loaded network) of a network that serves the classifier, or (None, None) when there
+    is none or the classifier reads whole images (fit "resize"): asked for by name, that is a ModelError."""
+    if path is None:
+        return None, None
+    if fit != "digit":
+        if asked:
+            raise ModelError(f"{option}: {model} reads whole images (fit {fit!r}); {what} serves models that find digits")
+        return None, None
+    return path, load(path)

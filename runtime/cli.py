@@ -18,6 +18,7 @@ import cv2
 from digitpipe.runtime.api import Reader
 from digitpipe.runtime.bundled import TRAINED_MODEL, bundled_model, default_model
 from digitpipe.runtime.detector import DETECTOR_INT8_NAME, DETECTOR_NAME
+from digitpipe.runtime.sequence import SEQUENCE_NAME
 from digitpipe.runtime.errors import InputError, ModelError, first_line
 from digitpipe.runtime.foreign import Overrides, parse_numbers, parse_size
 from digitpipe.runtime.imageio import DEFAULT_MAX_PIXELS
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"ink detector run before the finder (`make export` writes it); auto: {DETECTOR_NAME} beside "
                         f"the --model file when it exists ({DETECTOR_INT8_NAME} first beside an INT8 model), else the "
                         "finder's rules alone; none: the rules alone")
+    g.add_argument("--sequence", default="auto", metavar="ONNX|auto|none",
+                   help=f"sequence reader of touching digits (`make export` writes it); auto: {SEQUENCE_NAME} beside "
+                        "the --model file when it exists; none: touching digits are only cut apart")
     g.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "opencv"], help="inference engine")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto uses CUDA through onnxruntime when a GPU is present")
@@ -130,7 +134,8 @@ def main(argv=None) -> int:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our messages, not OpenCV's
     try:
         reader = Reader(args.model or default_model(), backend=args.backend, device=args.device,
-                        detector=args.detector, min_confidence=args.min_confidence, single=args.single, roi=roi,
+                        detector=args.detector, sequence=args.sequence, min_confidence=args.min_confidence,
+                        single=args.single, roi=roi,
                         check_model=args.check_model, max_pixels=args.max_pixels,
                         max_model_pixels=args.max_model_pixels, overrides=overrides)
     except ModelError as exc:

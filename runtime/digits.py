@@ -73,6 +73,7 @@ class Candidate:
     piece: bool = False  # one piece of its group (False: the group whole, or ink never cut)
     span: tuple[int, int] = (0, 0)  # the columns of its group this candidate was cut from...
     extent: int = 0  # ...of the group's columns 0..extent
+    ink: int = -1  # the index of its group of ink in the Page it came from (-1: none)
 
     @property
     def offered_twice(self) -> bool:
@@ -114,6 +115,21 @@ def normalise_tile(ink: np.ndarray, fill: int = 20, tile: int = 28) -> np.ndarra
     cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
     shift = np.float32([[1, 0, tile / 2 - cx - 0.5], [0, 1, tile / 2 - cy - 0.5]])
     return cv2.warpAffine(small, shift, (tile, tile), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def fit_strip(ink: np.ndarray, width: int, height: int, share: float) -> tuple[np.ndarray, float, int]:
+    """Light-on-dark ink cropped to its box -> (a height x width strip for a sequence reader
+    (fit "strip"), scale, left column): the ink's height scaled to share x height (MNIST's 20 of
+    28), or less where it would not fit the width within the same margin; centred."""
+    ih, iw = ink.shape
+    margin = (1 - share) * height
+    scale = min(share * height / ih, (width - margin) / iw)
+    nw, nh = max(1, round(iw * scale)), max(1, round(ih * scale))
+    small = cv2.resize(ink, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    left, top = (width - nw) // 2, (height - nh) // 2
+    out = np.zeros((height, width), np.uint8)
+    out[top : top + nh, left : left + nw] = small
+    return out, scale, left
 
 
 def find_digits(image: np.ndarray, settings: FinderSettings = FinderSettings(),
@@ -223,15 +239,27 @@ class Page:
         if not whole and bh < s.piece_height * gh:  # a tail cut off one digit, not another
             return None
         mask = mask[r0:r1, k0:k1]
-        area = int(mask.sum())
-        tm = self.thresh_map
-        thresh = float(tm if tm.ndim == 0 else tm[y : y + bh, x : x + bw][mask].max())
-        mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        crop = np.where(mask, self.ink[y : y + bh, x : x + bw], 0)
-        tile = normalise_tile(stretch_ink(crop, thresh), s.fill, s.tile)
+        tile = normalise_tile(self._ink(x, y, mask), s.fill, s.tile)
+        return Candidate(self.box(x, y, bw, bh), tile, int(mask.sum()), group, not whole, span, gw, number)
+
+    def strip(self, group: int, width: int, height: int) -> tuple[np.ndarray, float, int]:
+        """A group's ink as a sequence reader takes it (fit_strip), with (scale, left): strip
+        column c is the group's column (c - left) / scale."""
+        (gx, gy), mask = self.groups[group]
+        return fit_strip(self._ink(gx, gy, mask), width, height, self.settings.fill / self.settings.tile)
+
+    def box(self, x: int, y: int, w: int, h: int) -> tuple[int, int, int, int]:
+        """A box in `ink`'s pixels -> the same box in the original image's."""
         ox, oy = self.offset
-        box = tuple(int(round(v / self.scale)) for v in (x + ox, y + oy, bw, bh))
-        return Candidate(box, tile, area, group, not whole, span, gw)
+        return tuple(int(round(v / self.scale)) for v in (x + ox, y + oy, w, h))
+
+    def _ink(self, x: int, y: int, mask: np.ndarray) -> np.ndarray:
+        """The ink under a bool mask at (x, y) of `ink`, a pixel wider (its soft edge), at MNIST's contrast."""
+        h, w = mask.shape
+        tm = self.thresh_map
+        thresh = float(tm if tm.ndim == 0 else tm[y : y + h, x : x + w][mask].max())
+        wider = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        return stretch_ink(np.where(wider, self.ink[y : y + h, x : x + w], 0), thresh)
 
 
 def _local_ink(ink: np.ndarray, parts: list[tuple[tuple[slice, slice], np.ndarray]], dark: bool,

@@ -6,11 +6,14 @@ Each metadata_props value is a JSON string (parsed with json, never eval):
   labels      ["0", "1", ...]
   input       {"name", "shape" (batch may be a string for a dynamic axis), "layout": "NCHW", "color": gray|rgb|bgr}
   output      {"name", "kind": "logits" (N x labels, a classifier) or "mask" (N x 1 x H x W, one logit
-               per input pixel: an ink detector, whose one label names what it marks),
+               per input pixel: an ink detector, whose one label names what it marks) or "sequence"
+               (N x (1 + labels) x 1 x W/stride: a row of ink read as a sequence, one score per label and
+               the CTC blank first for each `stride` input columns; "stride": that many columns),
                "reject": a label (optional): the class for what is none of the others, e.g. "no digit"}
   preprocess  {"size": [w, h], "mean": [...], "std": [...] (0..1 pixel scale), "swap_rb",
-               "fit": digit|resize (default resize; digit: find the ink, either polarity,
-                      and make it light on dark as MNIST has it),
+               "fit": digit|resize|strip (default resize; digit: find the ink, either polarity,
+                      and make it light on dark as MNIST has it; strip: a group of such ink, its height
+                      scaled to the finder's fill, centred),
                "resize_shorter": N (optional; resize: shorter side to N, then the centre crop)}
   provenance  {"dataset", "arch", "test_accuracy", "checkpoint_sha256", "versions", ...}
 The exporter writes it with to_props(); the runtime reads it with from_props().
@@ -26,8 +29,8 @@ from digitpipe.runtime.errors import ModelError
 SCHEMA_VERSION = "2"
 READABLE_SCHEMAS = ("1", "2")
 COLORS = ("gray", "rgb", "bgr")
-FITS = ("digit", "resize")
-KINDS = ("logits", "mask")
+FITS = ("digit", "resize", "strip")
+KINDS = ("logits", "mask", "sequence")
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,16 @@ class ModelInfo:
     preprocess: Preprocess
     provenance: dict = field(default_factory=dict)
     reject: str = ""  # the label that means "none of the others": the reader reports nothing for it
-    kind: str = "logits"  # or "mask": one logit per input pixel (an ink detector)
+    kind: str = "logits"  # or "mask": one logit per input pixel (an ink detector); or "sequence"
+    stride: int = 0  # "sequence": input columns per output step
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        """The output for one input: a score per label, or a logit per input pixel."""
+        """The output for one input: a score per label, a logit per input pixel, or a score per
+        label and the blank for each step of a sequence."""
         pp = self.preprocess
+        if self.kind == "sequence":
+            return (len(self.labels) + 1, 1, pp.width // self.stride)
         return (pp.height, pp.width) if self.kind == "mask" else (len(self.labels),)
 
     @property
@@ -77,7 +84,8 @@ def to_props(info: ModelInfo) -> dict[str, str]:
         "digitpipe": SCHEMA_VERSION,
         "labels": json.dumps(list(info.labels)),
         "input": json.dumps({"name": info.input_name, "shape": list(info.input_shape), "layout": "NCHW", "color": pp.color}),
-        "output": json.dumps({"name": info.output_name, "kind": info.kind, **({"reject": info.reject} if info.reject else {})}),
+        "output": json.dumps({"name": info.output_name, "kind": info.kind, **({"reject": info.reject} if info.reject else {}),
+                              **({"stride": info.stride} if info.kind == "sequence" else {})}),
         "preprocess": json.dumps({"size": [pp.width, pp.height], "mean": list(pp.mean), "std": list(pp.std),
                                   "swap_rb": pp.swap_rb, "fit": pp.fit,
                                   "resize_shorter": pp.resize_shorter}),
@@ -112,7 +120,7 @@ def from_props(props: dict[str, str]) -> ModelInfo:
            f"input and output need a name (a string of 1-{MAX_NAME_CHARS} characters)")
     kind = out.get("kind", "logits")
     _check(kind in KINDS, f"output kind must be one of {KINDS}")
-    _check(kind == "logits" or len(labels) == 1, "a mask output has one label: what it marks")
+    _check(kind != "mask" or len(labels) == 1, "a mask output has one label: what it marks")
     reject = out.get("reject", "")
     _check(isinstance(reject, str) and (reject == "" or reject in labels), f"output reject {str(reject)[:40]!r} is not one of the labels")
     shape = inp.get("shape")
@@ -135,6 +143,9 @@ def from_props(props: dict[str, str]) -> ModelInfo:
     _check(pre.get("swap_rb", color == "rgb") == (color == "rgb"), "swap_rb contradicts the input color")
     fit = pre.get("fit", "resize")
     _check(fit in FITS, f"preprocess fit must be one of {FITS}")
+    stride = out.get("stride", 0) if kind == "sequence" else 0
+    _check(kind != "sequence" or (is_count(stride, size[0]) and size[0] % stride == 0),
+           "a sequence output needs a stride that divides the input width")
     shorter = pre.get("resize_shorter", 0)
     _check(shorter == 0 or (is_count(shorter, 4 * max(size)) and shorter >= max(size)),
            "preprocess resize_shorter must be 0 or from the input size to 4 times it")
@@ -148,6 +159,7 @@ def from_props(props: dict[str, str]) -> ModelInfo:
         provenance=prov,
         reject=reject,
         kind=kind,
+        stride=stride,
     )
 
 

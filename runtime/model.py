@@ -83,7 +83,8 @@ class Model:
         each = self.info.output_shape
         if out.size != count * int(np.prod(each)):
             need = " x ".join(str(v) for v in (count, *each))
-            what = f"{each[0]} labels" if self.info.kind == "logits" else f"a {each[1]}x{each[0]} mask each"
+            what = {"logits": f"{each[0]} labels", "mask": f"a {each[-1]}x{each[0]} mask each"}.get(
+                self.info.kind, f"{each[0]} scores for each of {each[-1]} steps")
             raise ModelError(f"{self.path}: output {self.info.output_name!r} has shape {_shape_text(out.shape)}; "
                              f"{count} inputs and {what} need {need}")
         out = out.reshape(count, *each).astype(np.float32, copy=False)
@@ -131,6 +132,9 @@ def check_output_matches(info: ModelInfo, outputs: dict[str, tuple]) -> None:
     if info.kind == "logits" and shape and isinstance(shape[-1], int) and shape[-1] != len(info.labels):
         raise ModelError(f"the graph output {info.output_name!r} gives {shape[-1]} scores per input, "
                          f"but there are {len(info.labels)} labels")
+    if info.kind == "sequence" and len(shape) > 1 and isinstance(shape[1], int) and shape[1] != len(info.labels) + 1:
+        raise ModelError(f"the graph output {info.output_name!r} gives {shape[1]} scores per step, "
+                         f"but there are {len(info.labels)} labels and the blank")
 
 
 def check_input_size(info: ModelInfo, max_pixels: int) -> None:

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from digitpipe.runtime.detector import InkDetector
-from digitpipe.runtime.digits import (Candidate, FinderSettings, bright_ink, choose_readings, find_digits, find_ink,
-                                      most_prominent, to_gray)
+from digitpipe.runtime.digits import (Candidate, FinderSettings, Page, bright_ink, choose_readings, find_digits,
+                                      find_ink, most_prominent, to_gray)
 from digitpipe.runtime.errors import InputError
 from digitpipe.runtime.model import Model
 from digitpipe.runtime.preprocess import resize_to_input
+from digitpipe.runtime.sequence import SequenceReader
 
 # From `python -m bench.wild` (docs/measurements.md): the highest threshold measured at which every kind
 # of digit photo stays well above its target (UCI, the closest, by 1.8 points; at 0.6 by
@@ -22,6 +23,15 @@ DEFAULT_MIN_CONFIDENCE = 0.55
 # only when it doubts the whole. Measured on bench.wild: the same readings as cutting always
 # (at 0.9, 0.95 and 0.98), in a fraction of the time.
 WHOLE_SURE = 0.9
+# With a sequence reader, ink wider than SEQUENCE_ASPECT x its height (a "1" touching a digit
+# makes a narrow pair) is read whole as a sequence too, unless the classifier reads it whole at
+# least SEQUENCE_SKIP surely (measured on bench.wild: the same readings as offering it all, and
+# the sequence reader then costs onnxruntime no frame rate). Its reading of two digits or more
+# stands when every digit is at least SEQUENCE_SURE sure and surer than the classifier of the
+# whole (docs/measurements.md: touching digits read whole).
+SEQUENCE_ASPECT = 0.6
+SEQUENCE_SKIP = 0.95
+SEQUENCE_SURE = 0.55
 
 
 @dataclass(frozen=True)
@@ -75,11 +85,13 @@ def clip_roi(roi: Box | None, shape) -> Box:
 class DigitReader:
     def __init__(self, model: Model, min_confidence: float = DEFAULT_MIN_CONFIDENCE, single: bool = False,
                  finder: FinderSettings = FinderSettings(), roi: Box | None = None,
-                 detector: InkDetector | None = None):
+                 detector: InkDetector | None = None, sequence: SequenceReader | None = None):
         """detector: an ink detector run before the finder (digits.py reads only near the ink
-        it marks); without one, the finder's rules alone decide what is ink."""
+        it marks); without one, the finder's rules alone decide what is ink. sequence: reads
+        wide ink whole as touching digits before it is cut apart (without one: only cut)."""
         self.model = model
         self.detector = detector
+        self.sequence = sequence
         self.min_confidence = min_confidence
         self.single = single
         self.finder = finder
@@ -150,9 +162,17 @@ class DigitReader:
         best, conf = self.model.classify([c.tile for c in found])
         # The reject class scores 0 when choosing how to read wide ink, and is never reported.
         score = np.where(best != self._reject, conf, 0.0)
-        if page is not None:  # wide ink the classifier doubts whole is offered in pieces too
-            sure = {c.group for c, p in zip(found, score) if p >= WHOLE_SURE}
-            pieces = [c for g in page.cuttable() if g not in sure for c in page.pieces(g)]
+        digits = []
+        if page is not None:
+            # Ink that may be touching digits is read whole as a sequence first; what the sequence
+            # reader leaves and the classifier doubts whole is offered in pieces too.
+            whole = {c.ink: float(p) for c, p in zip(found, score)}
+            read = self._read_sequences(page, whole, digits)
+            if read:
+                kept = np.array([c.ink not in read for c in found], bool)
+                found, best, conf, score = [c for c in found if c.ink not in read], best[kept], conf[kept], score[kept]
+            pieces = [c for g in page.cuttable() if g not in read and whole.get(g, 0.0) < WHOLE_SURE
+                      for c in page.pieces(g)]
             if pieces:
                 more_best, more_conf = self.model.classify([c.tile for c in pieces])
                 found = found + pieces
@@ -160,16 +180,43 @@ class DigitReader:
                 score = np.where(best != self._reject, conf, 0.0)
         t2 = time.perf_counter()
         labels = self.model.labels
-        keep = choose_readings(found, score)
-        digits = []
-        for k in sorted(keep, key=lambda k: found[k].box[0]):
+        for k in choose_readings(found, score):
             if score[k] >= self.min_confidence and score[k] > 0:
-                x, y, w, h = found[k].box
-                digits.append(Digit(labels[best[k]], float(conf[k]), (x + rx, y + ry, w, h)))
+                digits.append(Digit(labels[best[k]], float(conf[k]), found[k].box))
+        digits = [Digit(d.label, d.confidence, (d.box[0] + rx, d.box[1] + ry, *d.box[2:]))
+                  for d in sorted(digits, key=lambda d: d.box[0]) if d.confidence >= self.min_confidence]
         ms = {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3}
         if detect_ms is not None:  # part of locate, unless a worker ran it beside the previous frame
             ms["detect"] = detect_ms
         return Reading(digits, ms)
+
+    def _read_sequences(self, page: Page, whole: dict[int, float], digits: list[Digit]) -> set[int]:
+        """The groups of ink the sequence reader read, their digits added to `digits` with the
+        box of the columns each was read from. whole: the classifier's score for each group read
+        whole. Offered: groups wider than SEQUENCE_ASPECT x their height that the classifier is
+        not SEQUENCE_SKIP sure of; kept: readings of two digits or more, each SEQUENCE_SURE sure,
+        and the least sure of them surer than the classifier of the whole."""
+        if self.sequence is None:
+            return set()
+        groups = [g for g, (_, m) in enumerate(page.groups)
+                  if m.shape[1] > SEQUENCE_ASPECT * m.shape[0] and whole.get(g, 0.0) < SEQUENCE_SKIP]
+        if not groups:
+            return set()
+        width, height = self.sequence.size
+        strips = [page.strip(g, width, height) for g in groups]
+        read = set()
+        for g, (_, scale, left), seq in zip(groups, strips, self.sequence.read([s for s, _, _ in strips])):
+            if len(seq.text) < 2 or seq.confidence < max(SEQUENCE_SURE, whole.get(g, 0.0)):
+                continue  # one digit or none, or a doubtful reading: the classifier decides
+            read.add(g)
+            (gx, gy), mask = page.groups[g]
+            for label, sure, (c0, c1) in zip(seq.text, seq.confidences, seq.columns):
+                k0 = int(np.clip(np.floor((c0 - left) / scale), 0, mask.shape[1] - 1))
+                k1 = int(np.clip(np.ceil((c1 - left) / scale), k0 + 1, mask.shape[1]))
+                rows = np.flatnonzero(mask[:, k0:k1].any(axis=1))
+                r0, r1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, mask.shape[0])
+                digits.append(Digit(label, sure, page.box(gx + k0, gy + r0, k1 - k0, r1 - r0)))
+        return read
 
     def _locate_digits(self, image: np.ndarray, mark=None):
         """(whole candidates, ms the ink detector took or None without one, the Page they came

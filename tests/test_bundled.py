@@ -22,7 +22,7 @@ from digitpipe.runtime.cli import build_parser, main
 from digitpipe.train.photos import render_photo
 from tests.conftest import ROOT, write_png
 
-BUNDLED_FILES = ("digits.onnx", "detector.onnx")
+BUNDLED_FILES = ("digits.onnx", "detector.onnx", "sequence.onnx")
 NUMBER = "2026"  # the README's example reads a photo of it
 
 
@@ -73,14 +73,14 @@ def drawn_numbers(count: int, seed: int, digits: tuple[int, int], draw, mnist_te
     return out
 
 
-def reads_right(photos, **finder_change) -> dict[str, np.ndarray]:
-    """backend -> bool (photos x 2): each photo read exactly by the shipped reader, and by the
-    same reader with its FinderSettings changed so."""
+def reads_right(photos, sequence: str = "auto", **finder_change) -> dict[str, np.ndarray]:
+    """backend -> bool (photos x 2): each photo read exactly by the shipped reader (with the
+    sequence reader `sequence`), and by the same reader with its FinderSettings changed so."""
     from digitpipe.runtime.digits import FinderSettings
 
     right = {}
     for backend in ("onnxruntime", "opencv"):
-        reader, changed = digitpipe.Reader(backend=backend), digitpipe.Reader(backend=backend)
+        reader, changed = (digitpipe.Reader(backend=backend, sequence=sequence) for _ in range(2))
         changed.digits.finder = FinderSettings(**finder_change)
         right[backend] = np.array([[r.read(photo).text == text for r in (reader, changed)] for photo, text in photos])
     return right
@@ -91,17 +91,18 @@ def gained_and_lost(right: np.ndarray) -> tuple[int, int]:
     return int((right[:, 0] & ~right[:, 1]).sum()), int((~right[:, 0] & right[:, 1]).sum())
 
 
-def exact_rates(photos, **finder_change) -> dict[str, tuple[float, float]]:
+def exact_rates(photos, sequence: str = "auto", **finder_change) -> dict[str, tuple[float, float]]:
     """backend -> (exact-match rate of the shipped reader, of the changed one): reads_right."""
     return {backend: tuple(float(r) for r in right.mean(axis=0))
-            for backend, right in reads_right(photos, **finder_change).items()}
+            for backend, right in reads_right(photos, sequence, **finder_change).items()}
 
 
 def test_touching_digits_are_read_by_cutting_where_the_classifier_is_surest(mnist_test):
-    """Numbers of 2-4 MNIST test digits that touch or overlap (the wild bench's "touching").
-    Measured on these 40: 31 read exactly with the cuts, 13 with wide ink read whole only."""
+    """Numbers of 2-4 MNIST test digits that touch or overlap (the wild bench's "touching"),
+    without the sequence reader (test_sequence.py reads them with it). Measured on these 40:
+    31 read exactly with the cuts, 13 with wide ink read whole only."""
     touching = drawn_numbers(40, 13, (2, 5), lambda tiles, rng: render_photo(tiles, rng, gap=(-0.15, -0.03)), mnist_test)
-    for backend, (cut_rate, uncut_rate) in exact_rates(touching, split_aspect=float("inf")).items():
+    for backend, (cut_rate, uncut_rate) in exact_rates(touching, "none", split_aspect=float("inf")).items():
         assert cut_rate >= 0.6 and cut_rate >= uncut_rate + 0.25, (backend, cut_rate, uncut_rate)
 
 
@@ -134,12 +135,19 @@ def test_form_box_sides_thinner_than_the_writing_are_not_read(mnist_test):
 
 def test_wide_ink_is_cut_only_when_the_classifier_doubts_it_whole(mnist_test, monkeypatch):
     """Reading the cuts of wide ink costs a second classifier call: made for touching digits
-    (the whole is "no digit" to the model), not for a digit read surely whole."""
+    (the whole is "no digit" to the model), not for a digit read surely whole. With the
+    sequence reader the touching pair is read whole instead, and nothing is cut."""
     from digitpipe.runtime.reader import WHOLE_SURE
 
     images, labels = mnist_test
     touching = render_photo([images[3], images[4]], np.random.default_rng(5), gap=(-0.1, -0.1))  # a 0 touching a 4
-    reader = digitpipe.Reader()
+    whole = digitpipe.Reader()
+    batches, strips = [], []
+    classify, read = whole.digits.model.classify, whole.digits.sequence.read
+    monkeypatch.setattr(whole.digits.model, "classify", lambda tiles: batches.append(len(tiles)) or classify(tiles))
+    monkeypatch.setattr(whole.digits.sequence, "read", lambda s: strips.append(len(s)) or read(s))
+    assert whole.read(touching).text == f"{labels[3]}{labels[4]}" and batches == [1] and strips == [1]
+    reader = digitpipe.Reader(sequence="none")
     batches = []
     classify = reader.digits.model.classify
     monkeypatch.setattr(reader.digits.model, "classify", lambda tiles: batches.append(len(tiles)) or classify(tiles))
@@ -344,3 +352,10 @@ def test_bundle_copies_only_verified_files(stand_in_model, tmp_path):
     fake_report(source / "detector.onnx")
     assert len(bundle(model, into, log=lambda *_: None)) == 4
     assert digitpipe.Reader(into / "digits.onnx", check_model=True).detector_path == into / "detector.onnx"
+    shutil.copy(BUNDLED_DIR / "sequence.onnx", source / "sequence.onnx")
+    fake_report(source / "sequence.onnx")
+    assert len(bundle(model, into, log=lambda *_: None)) == 6
+    assert digitpipe.Reader(into / "digits.onnx", check_model=True).sequence_path == into / "sequence.onnx"
+    (source / "sequence.onnx").unlink()
+    assert len(bundle(model, into, log=lambda *_: None)) == 4
+    assert not (into / "sequence.onnx").exists(), "a sequence reader that does not belong to the new model"

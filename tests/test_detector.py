@@ -263,19 +263,26 @@ def test_the_video_bench_reads_each_way_the_files_beside_the_model_allow(detecto
     import shutil
 
     from bench.__main__ import video_setups
+    from digitpipe.runtime.bundled import BUNDLED_DIR
 
     model = tmp_path / "digits.onnx"
     shutil.copy(stand_in_model, model)
-    assert [name for _, name, _, _ in video_setups(model)] == ["rules alone"] * 2
+    assert [name for _, name, *_ in video_setups(model)] == ["rules alone"] * 2
     shutil.copy(detector[0], tmp_path / "detector.onnx")
     shutil.copy(detector[0].with_name("detector.int8.onnx"), tmp_path / "detector.int8.onnx")
-    ways = {(b, n): (c.name, d.name if d else None) for b, n, c, d in video_setups(model)}
-    assert ways[("opencv", "INT8 detector")] == ("digits.onnx", "detector.int8.onnx")
+
+    def ways():
+        return {(b, n): (c.name, d and d.name, s and s.name) for b, n, c, d, s in video_setups(model)}
+
+    assert ways()[("opencv", "INT8 detector")] == ("digits.onnx", "detector.int8.onnx", None)
     shutil.copy(stand_in_model, tmp_path / "digits.int8.onnx")
-    ways = {(b, n): (c.name, d.name if d else None) for b, n, c, d in video_setups(model)}
-    assert ways[("onnxruntime", "INT8 classifier and detector")] == ("digits.int8.onnx", "detector.int8.onnx")
-    assert ways[("onnxruntime", "ink detector")] == ("digits.onnx", "detector.onnx")
-    assert ways[("onnxruntime", "rules alone")] == ("digits.onnx", None) and len(ways) == 6
+    assert ways()[("onnxruntime", "INT8 classifier and detector")] == ("digits.int8.onnx", "detector.int8.onnx", None)
+    assert ways()[("onnxruntime", "ink detector")] == ("digits.onnx", "detector.onnx", None)
+    assert ways()[("onnxruntime", "rules alone")] == ("digits.onnx", None, None) and len(ways()) == 6
+    shutil.copy(BUNDLED_DIR / "sequence.onnx", tmp_path / "sequence.onnx")
+    assert ways()[("opencv", "ink detector")] == ("digits.onnx", "detector.onnx", "sequence.onnx")
+    assert ways()[("opencv", "ink detector, no sequence reader")] == ("digits.onnx", "detector.onnx", None)
+    assert ways()[("opencv", "INT8 classifier and detector")][2] == "sequence.onnx" and len(ways()) == 8
 
 
 def test_a_failed_detector_export_keeps_the_installed_file(detector, tmp_path, capsys):

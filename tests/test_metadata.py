@@ -32,6 +32,20 @@ def test_reject_label_roundtrips_and_must_be_a_label():
         from_props(props)
 
 
+def test_a_sequence_output_roundtrips_and_needs_a_stride_that_divides_the_width():
+    from dataclasses import replace
+
+    info = replace(INFO, input_shape=("batch", 1, 28, 112), output_name="sequence", kind="sequence", stride=4,
+                   preprocess=Preprocess(width=112, height=28, mean=(0.0,), std=(1.0,), color="gray", fit="strip"))
+    props = to_props(info)
+    assert from_props(props) == info and from_props(props).output_shape == (11, 1, 28)
+    assert "stride" not in json.loads(to_props(INFO)["output"])
+    for stride in (None, 0, 3, 113, "4"):
+        props["output"] = json.dumps({"name": "sequence", "kind": "sequence", "stride": stride})
+        with pytest.raises(ModelError, match="stride that divides the input width"):
+            from_props(props)
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("labels", "not json", "'labels' is not valid JSON"),
     ("labels", "{}", "'labels' must be a JSON list"),

@@ -40,7 +40,8 @@ def test_wheel_holds_one_package_and_the_bundled_model(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"digitpipe", f"digitpipe-{digitpipe.__version__}.dist-info"}
     for part in ("runtime/cli.py", "train/engine.py", "export/cli.py", "models/digits.onnx",
-                 "models/digits.report.json", "models/detector.onnx", "models/detector.report.json"):
+                 "models/digits.report.json", "models/detector.onnx", "models/detector.report.json",
+                 "models/sequence.onnx", "models/sequence.report.json"):
         assert f"digitpipe/{part}" in names
 
 

@@ -48,3 +48,24 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model_state"])
     return model.eval()
+
+
+def train_and_save(train, save, out: str) -> int:
+    """A training script's main: train() -> (net, result), then save(net, result) writes the
+    checkpoint `out` atomically. Interrupted or failed, it says so in one line and `out` stays
+    as it was. Returns the exit code."""
+    import sys
+
+    from digitpipe.runtime.errors import first_line
+
+    try:
+        net, result = train()
+        save(net, result)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {out} is unchanged", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {first_line(exc)}; {out} is unchanged", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0

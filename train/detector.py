@@ -214,8 +214,6 @@ def build_parser():
 def main(argv=None) -> int:
     import sys
 
-    from digitpipe.runtime.errors import first_line
-
     args = build_parser().parse_args(argv)
     exclude = tuple(f for f in args.exclude.split(",") if f)
     cfg = DetectorConfig(scenes=args.scenes, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -224,17 +222,10 @@ def main(argv=None) -> int:
     if min(cfg.scenes, cfg.steps, cfg.batch_size) < 1:
         print("error: --scenes, --steps and --batch-size must be at least 1", file=sys.stderr)
         return 2
-    try:
-        net, result = train_detector(cfg, log=lambda *a: print(*a, flush=True))
-        save_detector(Path(cfg.out), net, cfg, result)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {cfg.out} is unchanged", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {first_line(exc)}; {cfg.out} is unchanged", file=sys.stderr)
-        return 2
-    print(f"wrote {cfg.out}")
-    return 0
+    from digitpipe.train.checkpoint import train_and_save
+
+    return train_and_save(lambda: train_detector(cfg, log=lambda *a: print(*a, flush=True)),
+                          lambda net, result: save_detector(Path(cfg.out), net, cfg, result), cfg.out)
 
 
 if __name__ == "__main__":
