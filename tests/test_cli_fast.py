@@ -95,7 +95,8 @@ def test_fps_average_starts_from_the_first_frame():
 
 
 def test_training_scripts_without_torch_name_the_extra(tmp_path):
-    """digitpipe-train/-export/-check in a process where importing torch fails: one line, exit 2."""
+    """digitpipe-train/-export/-check (and the detector's and sequence reader's) in a process where
+    importing torch fails: one line, exit 2."""
     import os
     import subprocess
     import sys
@@ -106,8 +107,9 @@ def test_training_scripts_without_torch_name_the_extra(tmp_path):
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ModuleNotFoundError('torch is blocked in this test', name='torch')\n")
     env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}"}
-    for script in ("train", "export", "check"):
-        done = subprocess.run([sys.executable, "-c", f"import sys, digitpipe.train.entry as e; sys.exit(e.{script}())", "--help"],
+    for script in ("train", "export", "check", "train-detector", "export-sequence"):
+        call = script.replace("-", "_")
+        done = subprocess.run([sys.executable, "-c", f"import sys, digitpipe.train.entry as e; sys.exit(e.{call}())", "--help"],
                               capture_output=True, text=True, env=env, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip() == (f"error: digitpipe-{script} needs torch, which comes with the training extra: "

@@ -45,3 +45,11 @@ def train_detector() -> int:
 
 def export_detector() -> int:
     return _run("digitpipe-export-detector", "digitpipe.export.detector:main")
+
+
+def train_sequence() -> int:
+    return _run("digitpipe-train-sequence", "digitpipe.train.sequence:main")
+
+
+def export_sequence() -> int:
+    return _run("digitpipe-export-sequence", "digitpipe.export.sequence:main")
