@@ -50,14 +50,21 @@ def main(argv=None) -> int:
                    help="train with train.detector --generic (the shipped recipe's default)")
     p.add_argument("--seed", type=int, default=2026, help="draws the photos (bench.wild's --seed)")
     p.add_argument("--out", default="artifacts/lofo.json")
+    p.add_argument("--sequence", default="auto", metavar="ONNX|auto|none",
+                   help="sequence reader of touching digits, as run-digit's --sequence (the sequence reader does "
+                        "not learn the scene families: it reads the ink the detector left)")
     args = p.parse_args(argv)
+    from digitpipe.runtime.sequence import sequence_path
+
+    sequence = sequence_path(args.sequence, args.model)
     t = time.perf_counter()
     sets = scene_sets(args.count, args.seed)
     results = {}
     for family in [f for f in args.families.split(",") if f]:
         detector = detector_without(family, args.folder, args.data_dir, generic=args.generic,
                                     log=lambda *a: print(*a, file=sys.stderr, flush=True))
-        row = evaluate(args.model, args.count, only=f"scene:{family}", detector=str(detector), sets=sets)[f"scene:{family}"]
+        row = evaluate(args.model, args.count, only=f"scene:{family}", detector=str(detector), sets=sets,
+                       sequence=str(sequence) if sequence else None)[f"scene:{family}"]
         results[family] = row
         print(f"{family}: left out {row['exact@0.55']:.1%}", file=sys.stderr, flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

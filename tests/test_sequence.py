@@ -186,3 +186,47 @@ def test_training_refuses_bad_widths(capsys, tmp_path):
     out = tmp_path / "sequence.pt"
     assert train_main(["--widths", "16,32", "--out", str(out)]) == 2
     assert "--widths" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_sequence_reader_that_breaks_its_metadata_fails_in_one_line(mnist_test, tmp_path, capsys):
+    """A file whose graph gives 28 steps where its metadata (stride 2) promises 56: refused at
+    the first strip it reads, exit 3, one line; what it read before is kept (README: exit codes)."""
+    import onnx
+
+    from digitpipe.runtime.bundled import BUNDLED_DIR
+    from digitpipe.runtime.cli import EXIT_MODEL_FAILED
+    from digitpipe.train.photos import render_photo
+
+    proto = onnx.load(str(BUNDLED_DIR / "sequence.onnx"))
+    for prop in proto.metadata_props:
+        if prop.key == "output":
+            prop.value = json.dumps({**json.loads(prop.value), "stride": 2})
+    broken = tmp_path / "sequence.onnx"
+    onnx.save(proto, str(broken))
+    images, _ = mnist_test
+    photo = tmp_path / "touching.png"
+    cv2.imwrite(str(photo), render_photo([images[3], images[4]], np.random.default_rng(5), gap=(-0.1, -0.1)))
+    model = str(BUNDLED_DIR / "digits.onnx")
+    for backend in ("onnxruntime", "opencv"):
+        code = main(["--no-window", "--model", model, "--sequence", str(broken), "--backend", backend, "--image", str(photo)])
+        err = capsys.readouterr().err
+        assert code == EXIT_MODEL_FAILED and "output 'sequence' has shape" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_model_that_reads_whole_images_takes_no_sequence_reader(stand_in_model, tmp_path):
+    """The detector and the sequence reader serve a classifier that finds digits: named for one
+    that reads whole images (fit "resize"), either is a one-line ModelError; beside it, ignored."""
+    import digitpipe
+    from digitpipe.runtime.bundled import BUNDLED_DIR
+    from digitpipe.runtime.foreign import Overrides
+
+    whole_images = Overrides(fit="resize")
+    for option, name in (("sequence", "sequence.onnx"), ("detector", "detector.onnx")):
+        with pytest.raises(ModelError, match=f"--{option}: .* reads whole images .* serves models that find digits"):
+            digitpipe.Reader(stand_in_model, overrides=whole_images, **{option: BUNDLED_DIR / name})
+    model = shutil.copy(stand_in_model, tmp_path / "digits.onnx")
+    for name in ("sequence.onnx", "detector.onnx"):
+        shutil.copy(BUNDLED_DIR / name, tmp_path / name)
+    reader = digitpipe.Reader(model, overrides=whole_images)
+    assert reader.sequence_path is None and reader.detector_path is None
+    assert digitpipe.Reader(model).sequence_path == tmp_path / "sequence.onnx"
