@@ -25,8 +25,8 @@ DEFAULT_MIN_CONFIDENCE = 0.55
 WHOLE_SURE = 0.9
 # With a sequence reader, ink wider than SEQUENCE_ASPECT x its height (a "1" touching a digit
 # makes a narrow pair) is read whole as a sequence too, unless the classifier reads it whole at
-# least SEQUENCE_SKIP surely (measured on bench.wild: the same readings as offering it all, and
-# the sequence reader then costs onnxruntime no frame rate). Its reading of two digits or more
+# least SEQUENCE_SKIP surely (measured on bench.wild: the same readings as offering it all, at
+# 0.97x the frame rate without a sequence reader instead of 0.78x). Its reading of two digits or more
 # stands when every digit is at least SEQUENCE_SURE sure and surer than the classifier of the
 # whole (docs/measurements.md: touching digits read whole).
 SEQUENCE_ASPECT = 0.6
