@@ -137,7 +137,7 @@ def touching_photos(mnist_test, count: int, seed: int):
 def test_the_bundled_reader_reads_touching_numbers_whole(mnist_test, backend):
     """Photos of 2-4 touching MNIST test digits through the bundled models. Measured (seed 5,
     40 photos, both backends): 34 read exactly with the sequence reader, 28 with cuts alone;
-    every digit the sequence reader read lies within the ink of its number, left to right."""
+    every digit's box is non-empty and inside the photo, and the digits run left to right."""
     import digitpipe
 
     photos = touching_photos(mnist_test, 40, seed=5)
@@ -148,9 +148,11 @@ def test_the_bundled_reader_reads_touching_numbers_whole(mnist_test, backend):
     right = sum(r.text == text for r, (_, text) in zip(readings, photos))
     right_cut = sum(cut.read(photo).text == text for photo, text in photos)
     assert right >= 30 and right >= right_cut + 4, (right, right_cut)
-    for r in readings:
+    for r, (photo, _) in zip(readings, photos):
         xs = [d.box[0] for d in r.digits]
-        assert xs == sorted(xs) and all(w > 0 and h > 0 for *_, w, h in (d.box for d in r.digits))
+        assert xs == sorted(xs)
+        for x, y, w, h in (d.box for d in r.digits):
+            assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= photo.shape[1] and y + h <= photo.shape[0]
 
 
 def test_run_digit_takes_the_sequence_reader_beside_the_model_or_none(sequence, stand_in_model, tmp_path, capsys):
@@ -230,3 +232,39 @@ def test_a_model_that_reads_whole_images_takes_no_sequence_reader(stand_in_model
     reader = digitpipe.Reader(model, overrides=whole_images)
     assert reader.sequence_path is None and reader.detector_path is None
     assert digitpipe.Reader(model).sequence_path == tmp_path / "sequence.onnx"
+
+
+def test_each_digit_read_as_a_sequence_is_boxed_at_the_columns_it_was_read_from(mnist_test):
+    """Strip columns map back to the photo: a reading whose first digit comes from the left half
+    of the ink and whose second from the right half gets boxes that split the ink's box there."""
+    from digitpipe.runtime.bundled import BUNDLED_DIR
+    from digitpipe.runtime.digits import find_ink, to_gray
+    from digitpipe.runtime.reader import DigitReader
+    from digitpipe.runtime.sequence import Sequence
+    from digitpipe.train.photos import render_photo
+
+    images, _ = mnist_test
+    photo = render_photo([images[3], images[4]], np.random.default_rng(5), gap=(-0.1, -0.1))
+    page = find_ink(to_gray(photo))
+    (g,) = [g for g, (_, m) in enumerate(page.groups) if m.shape[1] > 0.6 * m.shape[0]]
+    strip, scale, left = page.strip(g, 112, 28)
+    cols = np.flatnonzero(strip.any(axis=0))
+    middle = (cols[0] + cols[-1] + 1) // 2
+
+    class Halves:  # reads any strip as "12", split where the ink's middle column is
+        size = (112, 28)
+
+        def read(self, strips):
+            return [Sequence("12", 0.99, (0.99, 0.99), ((int(cols[0]), int(middle)), (int(middle), int(cols[-1]) + 1)))
+                    for _ in strips]
+
+    reader = DigitReader(Model(BUNDLED_DIR / "digits.onnx"), sequence=Halves())
+    reading = reader.read(photo)
+    assert reading.text == "12"
+    (gx, gy), mask = page.groups[g]
+    x, y, w, h = page.box(gx, gy, mask.shape[1], mask.shape[0])
+    first, second = (d.box for d in reading.digits)
+    split = x + w / 2
+    assert abs(first[0] - x) <= 2 and abs(second[0] + second[2] - (x + w)) <= 2
+    assert abs(first[0] + first[2] - split) <= 0.1 * w and abs(second[0] - split) <= 0.1 * w
+    assert all(y <= b[1] and b[1] + b[3] <= y + h for b in (first, second))
