@@ -43,11 +43,12 @@ class Reader:
         # The networks that serve a classifier which finds digits: by default the files beside it.
         fit = classifier.info.preprocess.fit
         load = dict(backend=backend, device=device, check_report=bool(check_model), max_input_pixels=max_model_pixels)
-        self.detector_path, ink = _helper("--detector", "a detector", detector_path(str(detector), self.model_path),
-                                          detector != "auto", fit, self.model_path, lambda p: InkDetector.load(p, **load))
-        self.sequence_path, touching = _helper("--sequence", "a sequence reader",
-                                               sequence_path(str(sequence), self.model_path), sequence != "auto", fit,
-                                               self.model_path, lambda p: SequenceReader.load(p, **load))
+        self.detector_path, ink = _serving_network(
+            "--detector", "a detector", detector_path(str(detector), self.model_path), detector != "auto", fit,
+            self.model_path, lambda p: InkDetector.load(p, **load))
+        self.sequence_path, touching = _serving_network(
+            "--sequence", "a sequence reader", sequence_path(str(sequence), self.model_path), sequence != "auto", fit,
+            self.model_path, lambda p: SequenceReader.load(p, **load))
         self.max_pixels = max_pixels
         self.digits = DigitReader(classifier, min_confidence, single, roi=roi, detector=ink, sequence=touching)
 
@@ -83,7 +84,7 @@ class Reader:
         return to_uint8(image)
 
 
-def _helper(option: str, what: str, path: Path | None, asked: bool, fit: str, model: Path, load):
+def _serving_network(option: str, what: str, path: Path | None, asked: bool, fit: str, model: Path, load):
     """(path, loaded network) of a network that serves the classifier, or (None, None) when there
     is none or the classifier reads whole images (fit "resize"): asked for by name, that is a ModelError."""
     if path is None:

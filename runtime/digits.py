@@ -13,7 +13,7 @@ size and place, under uneven light. The pipeline, all at a bounded working resol
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -202,6 +202,7 @@ class Page:
     thresh_map: np.ndarray  # the ink threshold, per pixel or one for all
     groups: list[tuple[tuple[int, int], np.ndarray]]  # (x, y) in `ink`, bool mask
     min_h: float  # the least height of a digit
+    _group_inks: dict = field(default_factory=dict, init=False, repr=False)  # group -> _ink of it whole
 
     def cuttable(self) -> list[int]:
         """The groups wide enough to be several touching digits."""
@@ -239,19 +240,26 @@ class Page:
         if not whole and bh < s.piece_height * gh:  # a tail cut off one digit, not another
             return None
         mask = mask[r0:r1, k0:k1]
-        tile = normalise_tile(self._ink(x, y, mask), s.fill, s.tile)
+        ink = self._group_ink(number) if mask.shape == group_mask.shape else self._ink(x, y, mask)
+        tile = normalise_tile(ink, s.fill, s.tile)
         return Candidate(self.box(x, y, bw, bh), tile, int(mask.sum()), group, not whole, span, gw, number)
 
     def strip(self, group: int, width: int, height: int) -> tuple[np.ndarray, float, int]:
         """A group's ink as a sequence reader takes it (fit_strip), with (scale, left): strip
         column c is the group's column (c - left) / scale."""
-        (gx, gy), mask = self.groups[group]
-        return fit_strip(self._ink(gx, gy, mask), width, height, self.settings.fill / self.settings.tile)
+        return fit_strip(self._group_ink(group), width, height, self.settings.fill / self.settings.tile)
 
     def box(self, x: int, y: int, w: int, h: int) -> tuple[int, int, int, int]:
         """A box in `ink`'s pixels -> the same box in the original image's."""
         ox, oy = self.offset
         return tuple(int(round(v / self.scale)) for v in (x + ox, y + oy, w, h))
+
+    def _group_ink(self, group: int) -> np.ndarray:
+        """_ink of a whole group, made once: its tile and its strip are both cut from it."""
+        if group not in self._group_inks:
+            (gx, gy), mask = self.groups[group]
+            self._group_inks[group] = self._ink(gx, gy, mask)
+        return self._group_inks[group]
 
     def _ink(self, x: int, y: int, mask: np.ndarray) -> np.ndarray:
         """The ink under a bool mask at (x, y) of `ink`, a pixel wider (its soft edge), at MNIST's contrast."""

@@ -180,9 +180,8 @@ class DigitReader:
                 score = np.where(best != self._reject, conf, 0.0)
         t2 = time.perf_counter()
         labels = self.model.labels
-        for k in choose_readings(found, score):
-            if score[k] >= self.min_confidence and score[k] > 0:
-                digits.append(Digit(labels[best[k]], float(conf[k]), found[k].box))
+        digits += [Digit(labels[best[k]], float(conf[k]), found[k].box)
+                   for k in choose_readings(found, score) if score[k] > 0]  # min_confidence: below, for all
         digits = [Digit(d.label, d.confidence, (d.box[0] + rx, d.box[1] + ry, *d.box[2:]))
                   for d in sorted(digits, key=lambda d: d.box[0]) if d.confidence >= self.min_confidence]
         ms = {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3}

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from digitpipe.runtime.digits import fit_strip
+from digitpipe.runtime.sequence import ctc_greedy
 
 HEIGHT, WIDTH, STRIDE = 28, 112, 4  # the strip, and the columns per output step
 FILL = 20 / 28  # MNIST's digit height in its tile
@@ -152,14 +153,6 @@ def draw_batch(rng, digits, labels, count: int, no_digit_share: float, **kw):
     return x, torch.tensor(targets, dtype=torch.long), torch.tensor(lengths, dtype=torch.long)
 
 
-def greedy_text(logits: torch.Tensor) -> list[str]:
-    """Best-path CTC decoding of N x 11 x 1 x T logits (runtime/sequence.py decodes the same way)."""
-    out = []
-    for path in logits[:, :, 0].argmax(1).tolist():
-        out.append("".join(str(k - 1) for t, k in enumerate(path) if k and (t == 0 or path[t - 1] != k)))
-    return out
-
-
 def mnist_split(data_dir: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
     from torchvision.datasets import MNIST
 
@@ -194,7 +187,8 @@ def exact_match(net: nn.Module, strips: np.ndarray, texts: list[str]) -> float:
     device = next(net.parameters()).device
     x = torch.from_numpy(strips[:, None]).float() / 255.0
     with torch.no_grad():
-        read = [t for i in range(0, len(x), 256) for t in greedy_text(net(x[i : i + 256].to(device)).cpu())]
+        logits = torch.cat([net(x[i : i + 256].to(device)).cpu() for i in range(0, len(x), 256)]).numpy()
+    read = [ctc_greedy(out[:, 0], LABELS, STRIDE).text for out in logits]  # as the runtime decodes
     return float(np.mean([a == b for a, b in zip(read, texts)]))
 
 
