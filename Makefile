@@ -32,7 +32,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The detector's real photographs (train/real_photos.py): installed when root allows, else
+# it trains on generated backgrounds alone and says so.
 train: $(STAMP)
+	$(BIN)/python -m digitpipe.train.real_photos install
 	$(BIN)/python -m digitpipe.train $(TRAIN_ARGS)
 	$(BIN)/python -m digitpipe.train.detector $(DETECTOR_ARGS)
 	$(BIN)/python -m digitpipe.train.sequence $(SEQUENCE_ARGS)

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from digitpipe.train import real_photos
 from digitpipe.train.detector_scenes import HEIGHT, WIDTH, draw_scenes
 from digitpipe.train.scenes import FAMILIES
 
@@ -43,6 +44,8 @@ class DetectorConfig:
     # in 30% of the scenes each: generalisation by randomisation rather than by family
     # (docs/detector.md: the page on a desk left out, 19% without, 61% with).
     generic: bool = True
+    # Real photographs (train.real_photos) as backgrounds and as scenes with no ink, where installed.
+    real_photos: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -95,9 +98,10 @@ def distractor_tiles(count: int, seed: int, digits: np.ndarray) -> np.ndarray:
     return tiles[keep][:count]
 
 
-def make_scenes(count: int, seed: int, digits: np.ndarray, others: np.ndarray, exclude=(), generic: bool = False):
+def make_scenes(count: int, seed: int, digits: np.ndarray, others: np.ndarray, exclude=(), generic: bool = False,
+                real=()):
     """draw_scenes as tensors: N x 3 x H x W uint8 photos, N x 1 x H x W bool ink masks."""
-    photos, ink = draw_scenes(count, seed, digits, others, exclude, generic)
+    photos, ink = draw_scenes(count, seed, digits, others, exclude, generic, photos=real)
     return torch.from_numpy(photos).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(ink)[:, None]
 
 
@@ -135,8 +139,11 @@ def train_detector(cfg: DetectorConfig, log=print) -> tuple[nn.Module, DetectorR
     t0 = time.perf_counter()
     digits = training_tiles(cfg.data_dir)
     others = distractor_tiles(2000, cfg.seed, digits)
-    x, y = make_scenes(cfg.scenes, cfg.seed, digits, others, cfg.exclude, cfg.generic)
-    vx, vy = make_scenes(cfg.val_scenes, cfg.seed + 1, digits, others, cfg.exclude, cfg.generic)
+    real = real_photos.load_photos() if cfg.generic and cfg.real_photos else []
+    log(f"detector: {len(real)} real photographs as backgrounds" if real else
+        "detector: no real photographs installed (python -m digitpipe.train.real_photos install): generated backgrounds only")
+    x, y = make_scenes(cfg.scenes, cfg.seed, digits, others, cfg.exclude, cfg.generic, real)
+    vx, vy = make_scenes(cfg.val_scenes, cfg.seed + 1, digits, others, cfg.exclude, cfg.generic, real)
     log(f"detector: {cfg.scenes} training scenes generated in {time.perf_counter() - t0:.0f} s "
         f"({100 * y.float().mean():.1f}% digit ink)" + (f", without {', '.join(cfg.exclude)}" if cfg.exclude else ""))
     torch.manual_seed(cfg.seed)
@@ -205,6 +212,9 @@ def build_parser():
                    help=f"comma-separated scene families never to show ({', '.join(FAMILIES)}): leave-one-family-out")
     p.add_argument("--generic", action=argparse.BooleanOptionalAction, default=d.generic,
                    help="also randomise print, colour, light and backgrounds that no scene family names (30%% of scenes each)")
+    p.add_argument("--real-photos", action=argparse.BooleanOptionalAction, default=d.real_photos,
+                   help="with --generic, real photographs where installed (python -m digitpipe.train.real_photos "
+                        "install) as backgrounds, and 10%% of scenes a photograph with no digit")
     p.add_argument("--data-dir", default=d.data_dir, help="where MNIST is found or fetched to")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default=d.out, help="checkpoint to write (atomically, when training finished)")
@@ -218,7 +228,7 @@ def main(argv=None) -> int:
     exclude = tuple(f for f in args.exclude.split(",") if f)
     cfg = DetectorConfig(scenes=args.scenes, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          exclude=exclude, data_dir=args.data_dir, out=args.out, threads=args.threads,
-                         generic=args.generic)
+                         generic=args.generic, real_photos=args.real_photos)
     if min(cfg.scenes, cfg.steps, cfg.batch_size) < 1:
         print("error: --scenes, --steps and --batch-size must be at least 1", file=sys.stderr)
         return 2

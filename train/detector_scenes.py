@@ -10,6 +10,7 @@ import os
 import cv2
 import numpy as np
 
+from digitpipe.train import real_photos
 from digitpipe.train.photos import HERSHEY
 from digitpipe.train.scenes import FAMILIES, FURNITURE, compose_scene
 
@@ -90,6 +91,34 @@ def printed_structure(page: np.ndarray, boxes, rng: np.random.Generator) -> None
             cv2.rectangle(page, (int(x), int(y)), (int(x + bw), int(y + bh)), colour, thickness, cv2.LINE_AA)
 
 
+LETTERS = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPRTUVWXYZ.,:;()-"  # lower case twice
+
+
+def printed_text(page: np.ndarray, boxes, rng: np.random.Generator) -> None:
+    """Lines of printed words beside the writing, as on forms, labels and book pages: letters
+    in any Hershey face, size and weight, never over the digits. Printed letters are not digit
+    ink, however like a 1 or a 0 an l or an o is alone; a row of words says which they are."""
+    h, w = page.shape[:2]
+    size = rng.uniform(0.025, 0.1) * h
+    face = HERSHEY[int(rng.integers(len(HERSHEY)))]
+    scale = cv2.getFontScaleFromHeight(face, int(size))
+    thickness = int(rng.integers(1, 3))
+    colour = rng.uniform(0, 90, 3)
+    text = np.zeros((h, w), np.uint8)  # putText draws on 8 bits; the page is float
+    keep_out = [(x - 0.1 * bw, y - 0.1 * bh, x + 1.1 * bw, y + 1.1 * bh) for x, y, bw, bh in boxes]
+    top, bottom = sorted(rng.uniform(0, h, 2))
+    for y in np.arange(top, max(bottom, top + size), size * rng.uniform(1.5, 2.5)):
+        x = rng.uniform(-0.1, 0.3) * w
+        while x < w:
+            word = "".join(LETTERS[int(i)] for i in rng.integers(len(LETTERS), size=int(rng.integers(1, 10))))
+            (tw, th), _ = cv2.getTextSize(word, face, scale, thickness)
+            if not any(x < bx1 and x + tw > bx0 and y - th < by1 and y > by0 for bx0, by0, bx1, by1 in keep_out):
+                cv2.putText(text, word, (int(x), int(y)), face, scale, 255, thickness, cv2.LINE_AA)
+            x += tw + size * rng.uniform(0.4, 1.0)
+    alpha = text[..., None].astype(np.float32) / 255
+    page[:] = page * (1 - alpha) + np.float32(colour) * alpha
+
+
 def colour_curves(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Colour no family names: each channel through its own random tone curve (papers and
     inks of any hue, colour casts, a channel in which ink is lighter than paper), redrawn until
@@ -106,12 +135,16 @@ def colour_curves(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return photo
 
 
-def cluttered_background(photo: np.ndarray, ink: np.ndarray, rng: np.random.Generator):
-    """The page shrunk and warped onto a background of random texture, colour and shapes
-    (no family's desk): what is not the page must not be marked."""
+def cluttered_background(photo: np.ndarray, ink: np.ndarray, rng: np.random.Generator, photos=()):
+    """The page shrunk and warped onto a background of random texture, colour and shapes, or
+    (half the time, when there are any) a real photograph (no family's desk): what is not the
+    page must not be marked."""
     h, w = photo.shape[:2]
-    texture = cv2.GaussianBlur(rng.normal(0, 1, (h, w, 3)).astype(np.float32), (0, 0), rng.uniform(1, 12))
-    background = rng.uniform(20, 235, 3) + texture / max(float(texture.std()), 1e-6) * rng.uniform(5, 40)
+    if len(photos) and rng.random() < 0.5:
+        background = real_photos.crop(photos, rng, (w, h)).astype(np.float32)
+    else:
+        texture = cv2.GaussianBlur(rng.normal(0, 1, (h, w, 3)).astype(np.float32), (0, 0), rng.uniform(1, 12))
+        background = rng.uniform(20, 235, 3) + texture / max(float(texture.std()), 1e-6) * rng.uniform(5, 40)
     for _ in range(int(rng.integers(0, 6))):
         colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
         a, b = (tuple(int(v) for v in rng.uniform(0, 1, 2) * [w, h]) for _ in range(2))
@@ -132,9 +165,56 @@ def cluttered_background(photo: np.ndarray, ink: np.ndarray, rng: np.random.Gene
     return scene, cv2.warpPerspective(ink, m, (w, h))
 
 
-def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndarray, exclude=(), generic: bool = False):
+def objects_over_page(photo: np.ndarray, ink: np.ndarray, rng: np.random.Generator):
+    """Things lying on the page or held over it (no family's pen and mug): pens and pencils
+    of any colour and thickness, some across the writing, and a hand coming in from the
+    frame's edge. The ink they cover is not seen, so it is not marked."""
+    h, w = photo.shape[:2]
+    out, seen = photo.astype(np.float32), np.ones((h, w), np.float32)
+    for _ in range(int(rng.integers(1, 3))):
+        layer = np.zeros((h, w), np.uint8)
+        centre, angle = rng.uniform(0, 1, 2) * [w, h], rng.uniform(0, np.pi)
+        half = rng.uniform(0.12, 0.35) * w * np.array([np.cos(angle), np.sin(angle)])
+        cv2.line(layer, tuple(int(v) for v in centre - half), tuple(int(v) for v in centre + half), 255,
+                 int(rng.integers(5, 18)), cv2.LINE_AA)
+        _paint(out, seen, layer, rng.uniform(0, 255, 3))
+    if rng.random() < 0.4:  # a hand: a palm beyond one edge, fingers reaching in
+        layer = np.zeros((h, w), np.uint8)
+        side = int(rng.integers(4))
+        inward = np.array([[0, 1], [0, -1], [1, 0], [-1, 0]][side], np.float64)
+        along = inward[::-1].copy()
+        edge = np.array([[rng.uniform(0.2, 0.8) * w, 0], [rng.uniform(0.2, 0.8) * w, h],
+                         [0, rng.uniform(0.2, 0.8) * h], [w, rng.uniform(0.2, 0.8) * h]][side])
+        palm = rng.uniform(0.12, 0.22) * h
+        cv2.circle(layer, tuple(int(v) for v in edge), int(palm * 1.2), 255, -1, cv2.LINE_AA)
+        for k in range(4):
+            base = edge + along * (k - 1.5) * palm * 0.5 + inward * palm * 0.8
+            tip = base + inward * palm * rng.uniform(0.8, 1.6)
+            cv2.line(layer, tuple(int(v) for v in base), tuple(int(v) for v in tip), 255, int(palm * 0.4), cv2.LINE_AA)
+        _paint(out, seen, layer, np.array([rng.uniform(60, 170), rng.uniform(100, 190), rng.uniform(150, 235)]))
+    return np.clip(out, 0, 255).astype(np.uint8), ink * seen
+
+
+def _paint(out: np.ndarray, seen: np.ndarray, layer: np.ndarray, colour: np.ndarray) -> None:
+    """An opaque object of one colour, lit from one side (a gradient across it), over the photo."""
+    alpha = layer.astype(np.float32) / 255
+    shade = cv2.GaussianBlur(alpha, (0, 0), 3) * 0.4 + 0.8
+    out[:] = out * (1 - alpha[..., None]) + (colour * shade[..., None]) * alpha[..., None]
+    seen *= 1 - alpha
+
+
+PHOTO_SHARE = 0.1  # generic scenes that are a real photograph alone, where nothing is ink
+OBJECTS_SHARE = 0.25  # generic scenes with pens or a hand over the page
+
+
+def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndarray, exclude=(), generic: bool = False,
+                   photos=()):
     """(BGR photo at the detector's size, uint8; digit ink mask at that size, bool): handwritten
-    digits, or (a quarter of the scenes) printed ones."""
+    digits, or (a quarter of the scenes) printed ones; with generic randomisation and real
+    photographs, some scenes are a photograph with no digit in it."""
+    if generic and len(photos) and rng.random() < PHOTO_SHARE:
+        photo = camera(real_photos.crop(photos, rng, (640, 480)), rng)
+        return cv2.resize(photo, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA), np.zeros((HEIGHT, WIDTH), bool)
     count = int(rng.integers(0, 6))
     if rng.random() < 0.25:
         tiles = [printed_digit(rng) for _ in range(count)]
@@ -144,7 +224,7 @@ def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndar
         if rng.random() < 0.35 else []
     light_ink = "colour" not in exclude and rng.random() < 0.1
     tiles = tiles or [np.zeros((28, 28), np.uint8)]  # a page with nothing to read: a tile without ink
-    printed = [printed_structure] if generic and rng.random() < 0.3 else []
+    printed = [draw for draw in (printed_structure, printed_text) if generic and rng.random() < 0.3]
     photo, ink = compose_scene(random_conditions(rng, exclude), tiles, rng, jpeg_quality=int(rng.integers(40, 95)),
                                with_ink=True, others=distract, light_ink=light_ink, digit_height=(0.08, 0.5),
                                furniture=printed)
@@ -153,7 +233,9 @@ def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndar
     if generic and rng.random() < 0.3:
         photo = uneven_light(photo, rng)
     if generic and rng.random() < 0.3:
-        photo, ink = cluttered_background(photo, ink, rng)
+        photo, ink = cluttered_background(photo, ink, rng, photos)
+    if generic and rng.random() < OBJECTS_SHARE:
+        photo, ink = objects_over_page(photo, ink, rng)
     photo = camera(photo, rng)
     small = cv2.resize(photo, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
     target = cv2.resize((ink > 0.3).astype(np.float32), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA) > INK_COVERAGE
@@ -161,21 +243,21 @@ def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndar
 
 
 def draw_scenes(count: int, seed: int, digits: np.ndarray, others: np.ndarray, exclude=(), generic: bool = False,
-                workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                workers: int = 0, photos=()) -> tuple[np.ndarray, np.ndarray]:
     """(count x HEIGHT x WIDTH x 3 uint8 photos, count x HEIGHT x WIDTH bool ink masks), drawn
-    by `workers` processes (0: one per CPU core)."""
+    by `workers` processes (0: one per CPU core); photos: real photographs (train.real_photos)."""
     seeds = np.random.SeedSequence(seed).spawn(CHUNKS)
     jobs = [(s, count // CHUNKS + (k < count % CHUNKS), tuple(exclude), generic) for k, s in enumerate(seeds)]
     jobs = [j for j in jobs if j[1]]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
-        _share(digits, others)
+        _share(digits, others, photos)
         try:
             chunks = [_draw_chunk(j) for j in jobs]
         finally:
             _shared.clear()  # the digits are the caller's to keep, not this module's
     else:  # spawned, not forked: a fork of a process running torch's or OpenCV's threads may hang
-        with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (digits, others)) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (digits, others, list(photos))) as pool:
             chunks = pool.map(_draw_chunk, jobs)
     return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
@@ -183,17 +265,18 @@ def draw_scenes(count: int, seed: int, digits: np.ndarray, others: np.ndarray, e
 _shared: dict = {}
 
 
-def _start_worker(digits: np.ndarray, others: np.ndarray) -> None:
+def _start_worker(digits: np.ndarray, others: np.ndarray, photos: list) -> None:
     cv2.setNumThreads(1)  # the processes are the parallelism: 16 workers of 16 OpenCV threads each crawl
-    _share(digits, others)
+    _share(digits, others, photos)
 
 
-def _share(digits: np.ndarray, others: np.ndarray) -> None:
-    _shared["digits"], _shared["others"] = digits, others
+def _share(digits: np.ndarray, others: np.ndarray, photos=()) -> None:
+    _shared["digits"], _shared["others"], _shared["photos"] = digits, others, photos
 
 
 def _draw_chunk(job) -> tuple[np.ndarray, np.ndarray]:
     seed, count, exclude, generic = job
     rng = np.random.default_rng(seed)
-    pairs = [training_scene(rng, _shared["digits"], _shared["others"], exclude, generic) for _ in range(count)]
+    pairs = [training_scene(rng, _shared["digits"], _shared["others"], exclude, generic, _shared["photos"])
+             for _ in range(count)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
