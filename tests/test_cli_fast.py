@@ -340,3 +340,14 @@ def test_labels_stay_readable_on_light_and_dark_paper():
         reading = Reading([Digit("7", 0.97, (300, 0, 40, 60))], {"locate": 1.0, "infer": 0.1})
         shown = annotate(np.full((480, 640, 3), paper, np.uint8), reading)
         assert np.all(shown[10:24, 10:60] == BLACK, axis=2).mean() > 0.5  # the headline's box, on any paper
+
+
+def test_the_bench_asks_for_the_checkpoint_only_where_pytorch_is_the_baseline(tmp_path, capsys):
+    from bench.__main__ import main as bench_main
+
+    model, ckpt = tmp_path / "digits.onnx", tmp_path / "digits.pt"
+    assert bench_main(["--model", str(model), "--checkpoint", str(ckpt), "--only", "video"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {model} is needed; run `make train export` first"
+    assert bench_main(["--model", str(model), "--checkpoint", str(ckpt), "--only", "cold", "video"]) == 2
+    assert f"{model} and {ckpt} are needed" in capsys.readouterr().err
