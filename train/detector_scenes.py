@@ -96,8 +96,10 @@ LETTERS = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPR
 
 def printed_text(page: np.ndarray, boxes, rng: np.random.Generator) -> None:
     """Lines of printed words beside the writing, as on forms, labels and book pages: letters
-    in any Hershey face, size and weight, never over the digits. Printed letters are not digit
-    ink, however like a 1 or a 0 an l or an o is alone; a row of words says which they are."""
+    in any Hershey face, size and weight, a word left out where its body would cross a digit's
+    box (a descender may still reach under one, as print under writing does). Printed letters
+    are not digit ink, however like a 1 or a 0 an l or an o is alone; a row of words says which
+    they are."""
     h, w = page.shape[:2]
     size = rng.uniform(0.025, 0.1) * h
     face = HERSHEY[int(rng.integers(len(HERSHEY)))]
