@@ -360,15 +360,31 @@ def test_colour_curves_vary_hue_and_keep_ink_apart_from_paper():
     assert papers.std(axis=0).min() > 30  # in every channel
 
 
+def _printed_beside(tiles, seed: int, draw):
+    """(pixels the print changed, the digits' ink) of one scene drawn with and without `draw`;
+    the print never enters the ink target."""
+    plain, ink = compose_scene((), tiles, np.random.default_rng(seed), with_ink=True)
+    printed, printed_ink = compose_scene((), tiles, np.random.default_rng(seed), with_ink=True, furniture=[draw])
+    assert np.array_equal(ink, printed_ink)
+    return np.abs(printed.astype(int) - plain.astype(int)).max(axis=2) > 40, ink
+
+
 def test_printed_structure_prints_on_the_page_not_in_the_ink_target(mnist_test):
     from digitpipe.train.detector_scenes import printed_structure
-    from digitpipe.train.scenes import compose_scene
 
     images, _ = mnist_test
     for seed in range(6):
-        plain, ink = compose_scene((), list(images[:3]), np.random.default_rng(seed), with_ink=True)
-        printed, printed_ink = compose_scene((), list(images[:3]), np.random.default_rng(seed), with_ink=True,
-                                             furniture=[printed_structure])
-        assert np.array_equal(ink, printed_ink)
-        changed = np.abs(printed.astype(int) - plain.astype(int)).max(axis=2) > 40
+        changed, ink = _printed_beside(list(images[:3]), seed, printed_structure)
         assert changed[ink == 0].sum() > 100, seed  # print away from the digits, outside the target
+
+
+def test_printed_words_stay_off_the_digits_and_out_of_the_target(mnist_test):
+    from digitpipe.train.detector_scenes import printed_text
+
+    images, _ = mnist_test
+    printed_somewhere = 0
+    for seed in range(8):
+        changed, ink = _printed_beside(list(images[:3]), seed, printed_text)
+        assert not (changed & (ink > 0.3)).any(), seed  # never over a stroke
+        printed_somewhere += changed.sum() > 200
+    assert printed_somewhere >= 4

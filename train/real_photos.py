@@ -93,9 +93,9 @@ def crop(photos: list[np.ndarray], rng: np.random.Generator, size: tuple[int, in
 def install() -> int:
     """apt-get install the wallpaper packages when run as root (as `make train` does);
     otherwise say how."""
-    missing = [p for p in DEBIAN_PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode]
-    if not missing:
+    if any(Path(f).is_dir() for f in FOLDERS):  # what load_photos reads, whatever put it there
         return 0
+    missing = DEBIAN_PACKAGES
     if not shutil.which("apt-get") or os.geteuid() != 0:
         print(f"real photographs: not installed ({' '.join(missing)}); as root: apt-get install {' '.join(missing)}. "
               "The detector trains on generated backgrounds alone.", file=sys.stderr)
