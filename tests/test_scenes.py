@@ -16,6 +16,27 @@ def test_every_family_renders_seeded_photos(mnist_test):
         render_scene("fog", [images[0]], np.random.default_rng(0))
 
 
+def test_ink_under_the_desks_pen_and_mug_is_not_marked(mnist_test, monkeypatch):
+    """The detector learns from the returned ink: ink a pen lies across is not seen, so it is
+    not marked (a marked pen teaches the detector that a dark bar over a digit is ink)."""
+    import cv2
+
+    from digitpipe.train import scenes
+
+    images, _ = mnist_test
+    seen, desk = [], scenes.page_on_desk
+    monkeypatch.setattr(scenes, "page_on_desk", lambda photo, rng: seen.append(desk(photo, rng)) or seen[-1])
+    crossed = 0
+    for seed in range(40):
+        photo, ink = render_scene("desk", [images[k] for k in range(3)], np.random.default_rng(seed), with_ink=True)
+        scene, m, covered = seen[-1]
+        assert covered.shape == ink.shape and covered.max() == 1.0
+        assert ink[covered > 0.99].max(initial=0) == 0
+        page_ink = cv2.dilate((ink > 0.5).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        crossed += bool((page_ink & (covered > 0.99)).any())
+    assert crossed >= 3  # the pen or the mug lay across the writing in some of them
+
+
 def test_the_gallery_holds_each_failure_with_boxes_and_caption(stand_in_model, mnist_test, tmp_path):
     import cv2
 

@@ -101,9 +101,10 @@ PAPERS = [(150, 235, 250), (200, 190, 250), (250, 215, 175), (190, 240, 200), (2
 INKS = [(150, 60, 20), (40, 40, 190), (50, 120, 40), (120, 40, 110), (20, 20, 20)]  # blue, red, green, purple, black
 
 
-def page_on_desk(photo, rng) -> tuple[np.ndarray, np.ndarray]:
+def page_on_desk(photo, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The page does not fill the frame: smaller, turned and in perspective, on a desk with a
-    pen and a mug beside it."""
+    pen and a mug beside it. -> (the scene, the page's perspective transform, where the pen
+    and the mug cover it: 0..1, H x W; ink under them is not seen, so it is no ink to mark)."""
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     wood = rng.uniform(60, 130) + 18 * np.sin(xx / rng.uniform(6, 20) + 3 * np.sin(yy / 40)) + rng.normal(0, 4, (H, W))
     desk = np.stack([wood * 0.55, wood * 0.75, wood], axis=2).astype(np.float32)
@@ -117,13 +118,18 @@ def page_on_desk(photo, rng) -> tuple[np.ndarray, np.ndarray]:
     page = cv2.warpPerspective(photo.astype(np.float32), m, (W, H), flags=cv2.INTER_LINEAR)
     inside = cv2.warpPerspective(np.ones((H, W), np.float32), m, (W, H), flags=cv2.INTER_LINEAR)[..., None]
     scene = desk * (1 - inside) + page * inside
-    # a pen and a mug's rim, on the desk or over the page's edge
+    # a pen and a mug's rim, on the desk or over the page's edge, drawn on the scene and on `covered` alike
+    covered = np.zeros((H, W), np.uint8)
     p0 = rng.uniform([0, 0], [W, H])
     p1 = p0 + rng.uniform(120, 260) * np.array([np.cos(a := rng.uniform(0, np.pi)), np.sin(a)])
-    cv2.line(scene, tuple(int(v) for v in p0), tuple(int(v) for v in p1), (30, 30, 30), int(rng.integers(6, 12)), cv2.LINE_AA)
+    ends, width = [tuple(int(v) for v in p) for p in (p0, p1)], int(rng.integers(6, 12))
+    cv2.line(scene, *ends, (30, 30, 30), width, cv2.LINE_AA)
+    cv2.line(covered, *ends, 255, width, cv2.LINE_AA)
     corner = (int(rng.choice([40, W - 40])), int(rng.choice([40, H - 40])))
-    cv2.circle(scene, corner, int(rng.integers(40, 70)), (200, 200, 210), int(rng.integers(8, 14)), cv2.LINE_AA)
-    return scene, m
+    radius, width = int(rng.integers(40, 70)), int(rng.integers(8, 14))
+    cv2.circle(scene, corner, radius, (200, 200, 210), width, cv2.LINE_AA)
+    cv2.circle(covered, corner, radius, 255, width, cv2.LINE_AA)
+    return scene, m, covered.astype(np.float32) / 255
 
 
 FAMILIES = ("ruled", "grid", "form", "shadow", "dim", "glare", "colour", "desk")
@@ -166,8 +172,8 @@ def compose_scene(conditions, tiles: list[np.ndarray], rng: np.random.Generator,
         if name in conditions:
             photo = LIGHT[name](photo, rng)
     if "desk" in conditions:
-        photo, m = page_on_desk(photo, rng)
-        ink = cv2.warpPerspective(ink, m, (W, H), flags=cv2.INTER_LINEAR)
+        photo, m, covered = page_on_desk(photo, rng)
+        ink = cv2.warpPerspective(ink, m, (W, H), flags=cv2.INTER_LINEAR) * (1 - covered)
     photo = photo + rng.normal(0, 3, photo.shape)
     photo = np.clip(photo, 0, 255).astype(np.uint8)
     ok, jpg = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
