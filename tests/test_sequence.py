@@ -18,7 +18,7 @@ from tests.conftest import DATA_DIR, SEED
 
 # A short run of the shipped recipe. CTC's loss starts near 29 a strip (every path equally
 # likely); 200 steps bring it below 2 (measured 1.24-1.48 at step 200 over seeds 0-3, default
-# kernels, one thread), and the full 1500 steps to 0.3-0.4.
+# kernels, one thread), and the full 3000 steps to 0.2-0.4.
 SHORT = dict(steps=200, batch_size=64, val_strips=100)
 LOSS_CEILING = 3.0
 

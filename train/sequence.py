@@ -34,7 +34,7 @@ LABELS = tuple(str(d) for d in range(10))  # output 0 is the CTC blank, then the
 
 @dataclass
 class SequenceConfig:
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
