@@ -190,7 +190,8 @@ def test_generated_non_digits_are_seeded_tiles_of_every_family(mnist_test):
     assert tiles.shape == (len(FAMILIES) * 3 + 3, 28, 28) and tiles.dtype == np.uint8
     assert np.array_equal(tiles, negatives(len(tiles), seed=1, digits=images[:100]))
     assert not np.array_equal(tiles, negatives(len(tiles), seed=2, digits=images[:100]))
-    assert (tiles.reshape(len(tiles), -1).max(1) > 200).all()  # every one has ink
+    # every one has ink: the faintest families (framed, hatching) peak at 123 or more over 400 tiles each
+    assert (tiles.reshape(len(tiles), -1).max(1) > 100).all()
     ys, xs = np.nonzero(tiles[len(FAMILIES)] > 50)  # a pair of digits: fitted by its width, so wider than tall
     assert xs.max() - xs.min() > 1.5 * (ys.max() - ys.min())
 
