@@ -124,17 +124,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.folder", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("make", help="write a folder of generated photos")
+    m = sub.add_parser("make", help="write a folder of generated photos",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m.add_argument("folder", type=Path)
     m.add_argument("--count", type=int, default=20000, help="photos in all (a tenth go to val/)")
-    r = sub.add_parser("run", help="train one epoch on a folder and measure it")
+    r = sub.add_parser("run", help="train one epoch on a folder and measure it",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("folder", type=Path)
-    r.add_argument("--loading", default="stream", choices=["memory", "stream"])
+    r.add_argument("--loading", default="stream", choices=["memory", "stream"], help="decode the folder once into memory, or stream it from disk")
     r.add_argument("--workers", type=int, nargs="+", default=[2], help="one run per count (stream)")
-    r.add_argument("--image-size", type=int, default=128)
-    r.add_argument("--arch", default="cifarnet")
-    r.add_argument("--batch-size", type=int, default=64)
-    r.add_argument("--out", type=Path, default=Path("artifacts/bench-folder"))
+    r.add_argument("--image-size", type=int, default=128, help="side the images are resized to")
+    r.add_argument("--arch", default="cifarnet", help="the network trained (train.models)")
+    r.add_argument("--batch-size", type=int, default=64, help="images per step")
+    r.add_argument("--out", type=Path, default=Path("artifacts/bench-folder"), help="where the figures are written")
     args = p.parse_args(argv)
     if args.command == "make":
         t = time.perf_counter()

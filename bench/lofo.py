@@ -45,11 +45,11 @@ def main(argv=None) -> int:
     p.add_argument("--count", type=int, default=300, help="photos per family (bench.wild's set)")
     p.add_argument("--folder", default="artifacts/lofo", type=Path, help="where the detectors are kept")
     p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families to leave out in turn")
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("--data-dir", default="data", help="where MNIST is found or fetched to")
     p.add_argument("--generic", action=argparse.BooleanOptionalAction, default=DetectorConfig().generic,
                    help="train with train.detector --generic (the shipped recipe's default)")
     p.add_argument("--seed", type=int, default=2026, help="draws the photos (bench.wild's --seed)")
-    p.add_argument("--out", default="artifacts/lofo.json")
+    p.add_argument("--out", default="artifacts/lofo.json", help="where the figures are written (JSON)")
     p.add_argument("--sequence", default="auto", metavar="ONNX|auto|none",
                    help="sequence reader of touching digits, as run-digit's --sequence (the sequence reader does "
                         "not learn the scene families: it reads the ink the detector left)")

@@ -243,11 +243,11 @@ def write_failures(folder: Path, items, readings, threshold: float) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.wild", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="artifacts/digits.onnx")
+    p.add_argument("--model", default="artifacts/digits.onnx", help="the classifier")
     p.add_argument("--count", type=int, default=300, help="photos per kind")
     p.add_argument("--seed", type=int, default=2026,
                    help="draws the photos; another seed gives another set of the same kinds, to check a change on fresh photos")
-    p.add_argument("--out", default="artifacts/wild.json")
+    p.add_argument("--out", default="artifacts/wild.json", help="where the figures are written (JSON)")
     p.add_argument("--save-examples", metavar="DIR", help="also write the first 5 photos of each kind here")
     p.add_argument("--gallery", metavar="DIR", type=Path,
                    help="write every photo read wrong (at the default --min-confidence) to DIR/<kind>/, with the "
