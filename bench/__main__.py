@@ -288,7 +288,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="artifacts/digits.onnx", help="the classifier to time")
-    p.add_argument("--checkpoint", default="artifacts/digits.pt", help="its checkpoint: the PyTorch baseline of the cold-start, latency and throughput rows")
+    p.add_argument("--checkpoint", default="artifacts/digits.pt",
+                   help="its checkpoint: the PyTorch baseline of the cold-start, latency and throughput rows")
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions of each measurement")
     p.add_argument("--out", default="artifacts/bench.json", help="where the figures are written (JSON)")
     p.add_argument("--only", nargs="*", default=["cold", "latency", "throughput", "video", "finder", "training"],

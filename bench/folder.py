@@ -131,12 +131,14 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="train one epoch on a folder and measure it",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("folder", type=Path)
-    r.add_argument("--loading", default="stream", choices=["memory", "stream"], help="decode the folder once into memory, or stream it from disk")
+    r.add_argument("--loading", default="stream", choices=["memory", "stream"],
+                   help="decode the folder once into memory, or stream it from disk")
     r.add_argument("--workers", type=int, nargs="+", default=[2], help="one run per count (stream)")
     r.add_argument("--image-size", type=int, default=128, help="side the images are resized to")
     r.add_argument("--arch", default="cifarnet", help="the network trained (train.models)")
     r.add_argument("--batch-size", type=int, default=64, help="images per step")
-    r.add_argument("--out", type=Path, default=Path("artifacts/bench-folder"), help="where the figures are written")
+    r.add_argument("--out", type=Path, default=Path("artifacts/bench-folder"),
+                   help="where the epoch's checkpoint and run folder go (the figures are printed)")
     args = p.parse_args(argv)
     if args.command == "make":
         t = time.perf_counter()
