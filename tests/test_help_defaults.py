@@ -40,7 +40,9 @@ def undocumented_defaults(parser: argparse.ArgumentParser, name: str) -> list[st
             for sub, subparser in action.choices.items():
                 missing += undocumented_defaults(subparser, f"{name} {sub}")
             continue
-        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+        # identity, not ==: a default of 0 or 0.0 is a value --help must show, unlike a flag's False
+        if not action.option_strings or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:
             continue
         if not action.help or not (shows or "%(default)" in action.help):
             missing.append(f"{name} {action.option_strings[-1]}")
@@ -57,7 +59,9 @@ def test_the_check_sees_an_option_without_help():
     p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--shown", default=3, help="documented")
     p.add_argument("--hidden", default="x")
-    assert undocumented_defaults(p, "demo") == ["demo --hidden"]
+    p.add_argument("--zero", type=int, default=0)
+    p.add_argument("--flag", action="store_true")
+    assert undocumented_defaults(p, "demo") == ["demo --hidden", "demo --zero"]
     plain = argparse.ArgumentParser()
     plain.add_argument("--plain", default=1, help="no default printed")
     assert undocumented_defaults(plain, "demo") == ["demo --plain"]
