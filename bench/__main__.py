@@ -7,6 +7,7 @@ Needs artifacts/digits.pt and artifacts/digits.onnx (make train export).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from digitpipe.runtime.digits import FinderSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,26 +138,30 @@ def throughput(model: Path, ckpt: Path, images: np.ndarray, repeats: int, batch:
     return {k: {**stats(v), "ratio_to_pytorch": statistics.median(a / b for a, b in zip(v, base))} for k, v in times.items()}
 
 
-def video_setups(model: Path) -> list[tuple[str, str, Path, Path | None, Path | None]]:
-    """(backend, name, classifier, detector or None, sequence reader or None) for each way of
-    reading video that the files beside the model allow: the ink detector, its INT8 copy (with
-    the INT8 classifier when there is one: the INT8 path), each with the sequence reader when
-    there is one (and the ink detector without it, for its cost), and the finder's rules alone."""
+def video_setups(model: Path) -> list[tuple[str, str, Path, Path | None, Path | None, FinderSettings]]:
+    """(backend, name, classifier, detector or None, sequence reader or None, finder settings)
+    for each way of reading video that the files beside the model allow: the ink detector, its
+    INT8 copy (with the INT8 classifier when there is one: the INT8 path), each with the sequence
+    reader when there is one (and the ink detector without it, and without the finder's check
+    for ink that runs on beyond its mark, for their cost), and the finder's rules alone."""
     from digitpipe.export.quantize import int8_path
     from digitpipe.runtime.detector import DETECTOR_INT8_NAME, DETECTOR_NAME
     from digitpipe.runtime.sequence import SEQUENCE_NAME
 
     sequence = model.with_name(SEQUENCE_NAME) if model.with_name(SEQUENCE_NAME).is_file() else None
+    shipped = FinderSettings()
     ways = []
     if model.with_name(DETECTOR_NAME).is_file():
-        ways.append(("ink detector", model, model.with_name(DETECTOR_NAME), sequence))
+        ways.append(("ink detector", model, model.with_name(DETECTOR_NAME), sequence, shipped))
         if sequence:
-            ways.append(("ink detector, no sequence reader", model, model.with_name(DETECTOR_NAME), None))
+            ways.append(("ink detector, no sequence reader", model, model.with_name(DETECTOR_NAME), None, shipped))
+        ways.append(("ink detector, no run-on check", model, model.with_name(DETECTOR_NAME), sequence,
+                     dataclasses.replace(shipped, run_on=0.0)))
     if model.with_name(DETECTOR_INT8_NAME).is_file():
         int8 = int8_path(model)
-        ways.append(("INT8 classifier and detector", int8, model.with_name(DETECTOR_INT8_NAME), sequence)
-                    if int8.is_file() else ("INT8 detector", model, model.with_name(DETECTOR_INT8_NAME), sequence))
-    ways.append(("rules alone", model, None, None))
+        ways.append(("INT8 classifier and detector", int8, model.with_name(DETECTOR_INT8_NAME), sequence, shipped)
+                    if int8.is_file() else ("INT8 detector", model, model.with_name(DETECTOR_INT8_NAME), sequence, shipped))
+    ways.append(("rules alone", model, None, None, shipped))
     return [(backend, *way) for backend in ("onnxruntime", "opencv") for way in ways]
 
 
@@ -182,10 +189,11 @@ def video_fps(model: Path, images: np.ndarray, labels: np.ndarray, frames: int, 
         for f in clips:
             writer.write(f)
         writer.release()
-        for backend, name, classifier, detector, sequence in video_setups(model):
+        for backend, name, classifier, detector, sequence, finder in video_setups(model):
             ink = InkDetector.load(detector, backend, "cpu") if detector else None
             touching = SequenceReader.load(sequence, backend, "cpu") if sequence else None
-            reader = DigitReader(Model(classifier, backend=backend, device="cpu"), detector=ink, sequence=touching)
+            reader = DigitReader(Model(classifier, backend=backend, device="cpu"), finder=finder, detector=ink,
+                                 sequence=touching)
             for f in clips[:20]:
                 reader.read(f)
             fps, fps_stream, fps_decode, locate, infer = [], [], [], [], []

@@ -57,6 +57,11 @@ class FinderSettings:
     # this many pen stroke widths wide (0: one level a part), dark ink in dimmer paper scaled up at most this much.
     paper_kernel: float = 3.0
     max_paper_gain: float = 4.0
+    # ...and a group whose ink runs on beyond the detector's mark, as dark as the group and as
+    # wide as its strokes, is part of something larger, not a digit: it is dropped when what
+    # runs on is more than run_on x the group's own ink (_runs_on; 0: off; docs/measurements.md:
+    # ink that runs on).
+    run_on: float = 0.3
     fill: int = 20  # MNIST: the digit fits in a fill x fill box...
     tile: int = 28  # ...centred by mass in a tile x tile image
 
@@ -186,7 +191,11 @@ def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
     if len(masks) >= settings.thin_groups and settings.thin_share > 0:
         widths = np.array(widths)
         pen = float(np.median(widths[widths >= 0.5 * widths.max()]))  # the writing's, however many lines there are
-        masks = [m for m, w in zip(masks, widths) if w >= settings.thin_share * pen]
+        kept = [w >= settings.thin_share * pen for w in widths]
+        masks, widths = [m for m, k in zip(masks, kept) if k], [w for w, k in zip(widths, kept) if k]
+    if ink_mask is not None and settings.run_on > 0:
+        masks = [(xy, m) for (xy, m), width in zip(masks, widths)
+                 if not _runs_on(work, dark, region, (ox, oy), xy, m, width, settings.run_on)]
     return Page(settings, scale, (ox, oy), ink, thresh_map, masks, min_h)
 
 
@@ -337,6 +346,73 @@ def _lift_faint_ink(ink: np.ndarray, thresh_map: np.ndarray, s: FinderSettings, 
 
 
 CONTEXT = 4  # thresholds are chosen over the marked ink and this many times its margin of paper
+
+# What counts as ink running on beyond a group (_runs_on), at the working scale:
+RUN_ON_EDGE = 2  # pixels around the group that are its own blurred edge
+RUN_ON_DARK = 0.85  # at least this far from the paper's level toward the group's ink (shadowed paper is not)
+RUN_ON_THIN = 0.7  # at least this x the group's stroke width wide (printed rules and box sides are thinner)...
+RUN_ON_BROAD = 3.0  # ...and less than this (broader: a dark shadow, a filled area)
+_K3 = np.ones((3, 3), np.uint8)
+
+
+def _median_u8(values: np.ndarray) -> float:
+    """The median of uint8 values (the lower middle one of an even count), from their histogram."""
+    counts = np.bincount(values, minlength=256).cumsum()
+    return float(np.searchsorted(counts, (counts[-1] + 1) // 2))
+
+
+def _runs_on(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int, int], xy: tuple[int, int],
+             mask: np.ndarray, stroke: float, share: float) -> bool:
+    """True when a group's ink runs on beyond the detector's mark: the ink joined to it outside
+    the region the finder reads (region, at offset in work), as dark as the group's own ink and
+    of a pen stroke's width, is more than `share` x the group's ink. A digit's ink ends inside
+    its mark; what the detector marks only a part of (a horse's leg, the arc of a drawn face, a
+    pen across the page) runs on. xy: the group's place in the region's crop."""
+    h, w = mask.shape
+    gx, gy = xy[0] + offset[0], xy[1] + offset[1]
+    side = max(h, w) // 2  # the window: the group and half as much again around it
+    x0, y0 = max(0, gx - side), max(0, gy - side)
+    x1, y1 = min(work.shape[1], gx + w + side), min(work.shape[0], gy + h + side)
+    own = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    own[gy - y0 : gy - y0 + h, gx - x0 : gx - x0 + w] = mask
+    edge = cv2.dilate(own, _K3, iterations=RUN_ON_EDGE).astype(bool)
+    inside = np.zeros(own.shape, bool)
+    rx0, ry0 = max(x0, offset[0]), max(y0, offset[1])
+    rx1, ry1 = min(x1, offset[0] + region.shape[1]), min(y1, offset[1] + region.shape[0])
+    inside[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = region[ry0 - offset[1] : ry1 - offset[1],
+                                                              rx0 - offset[0] : rx1 - offset[0]]
+    if not (edge & ~inside).any():
+        return False  # the group's edge lies within the mark
+    bright = work[y0:y1, x0:x1]
+    bright = cv2.bitwise_not(bright) if dark else bright  # ink brighter than its paper
+    ours = own.astype(bool)
+    ink = _median_u8(bright[ours])
+    around = bright[inside & ~edge]  # the paper the group lies on, within the mark
+    paper = _median_u8(around if around.size else bright[~edge])
+    # A group fainter than what surrounds it in the mark gets a level just above its own ink:
+    # the darker surroundings count as its ink, and it runs on into them.
+    inked = ((bright > paper + RUN_ON_DARK * (ink - paper)) | ours).astype(np.uint8)
+    _, labels = cv2.connectedComponents(inked, connectivity=8)
+    mine = np.unique(labels[ours])  # one label or a few: compared, not looked up, is faster
+    joined = labels == mine[0]
+    for label in mine[1:]:
+        joined |= labels == label
+    beyond = (joined & ~inside & ~edge).astype(np.uint8)
+    limit = share * int(ours.sum())
+    if int(beyond.sum()) <= limit:
+        return False  # what follows only takes away: too little runs on already
+    thin = max(2, round(RUN_ON_THIN * stroke))
+    broad = RUN_ON_BROAD * stroke / 2  # the radius of a broad area's core
+    x, y, bw, bh = cv2.boundingRect(beyond)  # only where it runs on, with room around it
+    margin = thin + round(broad) + 3
+    beyond = beyond[max(0, y - margin) : y + bh + margin, max(0, x - margin) : x + bw + margin]
+    beyond = cv2.morphologyEx(beyond, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (thin, thin)))
+    # Broad areas away, as an opening with a disc would take them, from distances (a large
+    # kernel's opening costs a millisecond): the cores deeper than the radius, and all near them.
+    core = (cv2.distanceTransform(beyond, cv2.DIST_L2, 3) > broad).astype(np.uint8)
+    if core.any():
+        beyond[cv2.distanceTransform(1 - core, cv2.DIST_L2, 3) <= broad + 2] = 0
+    return int(beyond.sum()) > limit
 
 
 def _detected_region(work: np.ndarray, ink_mask: np.ndarray, grow: float):
