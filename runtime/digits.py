@@ -6,7 +6,8 @@ size and place, under uneven light. The pipeline, all at a bounded working resol
   polarity (which tail of the histogram is ink) -> ink made bright -> background removed
   with a morphological top-hat (uneven light and shadows) -> Otsu threshold with a floor
   -> connected components -> pieces of one digit merged by horizontal overlap; groups far
-  thinner than the page's writing (printed box sides) and filled blobs dropped; wide ink
+  thinner than the page's writing (printed box sides) and filled blobs dropped, and with an
+  ink detector's mark, groups whose ink runs on beyond it (part of a pen or a drawing); wide ink
   offered whole and cut at thin ink columns into every plausible run of digits (the reader
   keeps the cut the classifier is surest of, choose_readings) -> each digit masked,
   contrast-stretched and normalised into a tile, left to right.
@@ -391,14 +392,17 @@ def _runs_on(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int
     paper = _median_u8(around if around.size else bright[~edge])
     # A group fainter than what surrounds it in the mark gets a level just above its own ink:
     # the darker surroundings count as its ink, and it runs on into them.
-    inked = ((bright > paper + RUN_ON_DARK * (ink - paper)) | ours).astype(np.uint8)
-    _, labels = cv2.connectedComponents(inked, connectivity=8)
+    inked = (bright > paper + RUN_ON_DARK * (ink - paper)) | ours
+    away = ~inside & ~edge
+    limit = share * int(ours.sum())
+    if np.count_nonzero(inked & away) <= limit:
+        return False  # too little ink out there to run on, joined to the group or not
+    _, labels = cv2.connectedComponents(inked.astype(np.uint8), connectivity=8)
     mine = np.unique(labels[ours])  # one label or a few: compared, not looked up, is faster
     joined = labels == mine[0]
     for label in mine[1:]:
         joined |= labels == label
-    beyond = (joined & ~inside & ~edge).astype(np.uint8)
-    limit = share * int(ours.sum())
+    beyond = (joined & away).astype(np.uint8)
     if int(beyond.sum()) <= limit:
         return False  # what follows only takes away: too little runs on already
     thin = max(2, round(RUN_ON_THIN * stroke))
