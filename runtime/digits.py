@@ -383,7 +383,7 @@ def _runs_on(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int
     inside[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = region[ry0 - offset[1] : ry1 - offset[1],
                                                               rx0 - offset[0] : rx1 - offset[0]]
     if not (edge & ~inside).any():
-        return False  # the group's edge lies within the mark
+        return False  # the group ends within the mark (a shortcut; the same figures measured with and without it)
     bright = work[y0:y1, x0:x1]
     bright = cv2.bitwise_not(bright) if dark else bright  # ink brighter than its paper
     ours = own.astype(bool)
