@@ -98,6 +98,21 @@ def test_the_finder_reads_only_near_marked_ink(mnist_test):
     assert find_digits(photo, ink_mask=np.zeros((120, 160), bool)) == []
 
 
+def _page_with_digit(image, left=120, top=150, side=168, paper=205.0, contrast=0.8):
+    """(a gray float page with one MNIST digit drawn dark at (left, top), its true ink), 640x480."""
+    tile = cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
+    page = np.full((480, 640), paper, np.float32)
+    page[top : top + side, left : left + side] *= 1 - contrast * tile
+    ink = np.zeros((480, 640), np.uint8)
+    ink[top : top + side, left : left + side] = tile > 0.3
+    return page, ink
+
+
+def _mark(ink):
+    """The detector's mark of exactly this ink (uint8, 640x480), at its 160x120 input size."""
+    return cv2.resize(ink, (160, 120), interpolation=cv2.INTER_AREA) > 0
+
+
 def test_faint_ink_near_strong_ink_is_read_whole(mnist_test):
     """Glare over half a digit: its strokes fade from 150 grey levels of contrast to 35. One
     threshold for the part keeps only the strong half; lifted, the whole digit is found.
@@ -111,7 +126,7 @@ def test_faint_ink_near_strong_ink_is_read_whole(mnist_test):
         page[150:318, 230:398] -= fade * tile
         ink = np.zeros((480, 640), np.uint8)
         ink[150:318, 230:398] = tile > 0.3
-        mask = cv2.resize(ink, (160, 120), interpolation=cv2.INTER_AREA) > 0
+        mask = _mark(ink)
         _, _, w, h = cv2.boundingRect(ink)
         photo = page.astype(np.uint8)
         for settings, least, most in ((FinderSettings(), 0.9, 1.0), (FinderSettings(faint_share=0), 0.0, 0.75)):
@@ -131,13 +146,9 @@ def test_a_digit_across_a_shadow_edge_is_judged_on_each_side(mnist_test):
     images, _ = mnist_test
     every_pixel, one_level = [], []
     for image in images[:12]:
-        tile = cv2.resize(image, (168, 168), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
-        page = np.full((480, 640), 210, np.float32)
-        page[150:318, 230:398] *= 1 - 0.75 * tile
+        page, ink = _page_with_digit(image, left=230, paper=210.0, contrast=0.75)
         page[:, 314:] *= 0.45
-        ink = np.zeros((480, 640), np.uint8)
-        ink[150:318, 230:398] = tile > 0.3
-        mask = cv2.resize(ink, (160, 120), interpolation=cv2.INTER_AREA) > 0
+        mask = _mark(ink)
         truth = cv2.resize(ink, (480, 360), interpolation=cv2.INTER_AREA) > 0  # at the finder's working size
         for settings, scores in ((FinderSettings(), every_pixel), (FinderSettings(paper_kernel=0), one_level)):
             found = find_ink(page.astype(np.uint8), settings, mask)
@@ -155,7 +166,7 @@ def test_the_marked_ink_decides_polarity(mnist_test):
     images, _ = mnist_test
     rng = np.random.default_rng(5)
     photo, ink = compose_scene((), [images[2]], rng, with_ink=True, light_ink=True)
-    mask = cv2.resize((ink > 0.3).astype(np.uint8), (160, 120), interpolation=cv2.INTER_AREA) > 0
+    mask = _mark((ink > 0.3).astype(np.uint8))
     found = find_digits(photo, ink_mask=mask)
     assert len(found) == 1
     ys, xs = np.nonzero(ink > 0.3)
@@ -388,21 +399,6 @@ def test_printed_words_stay_off_the_digits_and_out_of_the_target(mnist_test):
         assert not (changed & (ink > 0.3)).any(), seed  # never over a stroke
         printed_somewhere += changed.sum() > 200
     assert printed_somewhere >= 4
-
-
-def _page_with_digit(image, left=120, top=150, side=168, paper=205.0):
-    """(a gray page with one MNIST digit drawn dark at (left, top), its true ink at 640x480)."""
-    tile = cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
-    page = np.full((480, 640), paper, np.float32)
-    page[top : top + side, left : left + side] *= 1 - 0.8 * tile
-    ink = np.zeros((480, 640), np.uint8)
-    ink[top : top + side, left : left + side] = tile > 0.3
-    return page, ink
-
-
-def _mark(ink):
-    """The detector's mark of exactly this ink, at its 160x120 input size."""
-    return cv2.resize(ink, (160, 120), interpolation=cv2.INTER_AREA) > 0
 
 
 def test_ink_that_runs_on_beyond_the_mark_is_no_digit(mnist_test):
