@@ -371,6 +371,25 @@ def test_colour_curves_vary_hue_and_keep_ink_apart_from_paper():
     assert papers.std(axis=0).min() > 30  # in every channel
 
 
+def test_veiling_light_adds_light_and_takes_contrast_where_it_falls():
+    """Added light never darkens and washes ink toward its paper: over many draws its extent
+    ranges from part of the frame to all of it, and where it is strong the ink is faint, yet
+    never so faint that it cannot be seen (it stays marked as ink)."""
+    from digitpipe.train.detector_scenes import VEIL_MAX, veiling_light
+
+    paper, ink = np.full((120, 160, 3), 200, np.uint8), np.full((120, 160, 3), 40, np.uint8)
+    lit_shares, faintest = [], 255
+    for seed in range(40):  # the same light over a page of paper and a page of ink: the contrast at every pixel
+        lit_paper, lit_ink = (veiling_light(p, np.random.default_rng(seed)).astype(int) for p in (paper, ink))
+        assert (lit_paper >= paper).all() and (lit_ink >= ink).all()
+        contrast = lit_paper - lit_ink
+        assert (contrast <= 161).all()  # 160 before, a grey level of float32 rounding aside
+        lit_shares.append((lit_paper[..., 0] - 200 > 20).mean())
+        faintest = min(faintest, int(contrast.min()))
+    assert min(lit_shares) < 0.6 and max(lit_shares) > 0.9  # a patch in some draws, the frame in others
+    assert 255 - 40 - VEIL_MAX <= faintest < 70  # washed well toward the paper somewhere, but still there
+
+
 def _printed_beside(tiles, seed: int, draw):
     """(pixels the print changed, the digits' ink) of one scene drawn with and without `draw`;
     the print never enters the ink target."""

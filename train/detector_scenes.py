@@ -68,6 +68,22 @@ def uneven_light(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(photo.astype(np.float32) * field[..., None], 0, 255).astype(np.uint8)
 
 
+VEIL_MAX = 160  # the most light veiling_light adds, in grey levels
+
+
+def veiling_light(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Light added, not multiplied: a reflection off glossy paper, haze or a lamp's veil adds
+    the same light to ink and paper alike, so it lowers the ink's contrast where it falls
+    (uneven_light's field scales ink and paper together and keeps it). Its extent is a random
+    smooth field, anywhere from a patch to the whole frame; at most VEIL_MAX grey levels, so
+    that the ink it washes stays visible against paper it turns white (ink of 25-70 at most
+    185-230): what cannot be seen is no ink to mark."""
+    h, w = photo.shape[:2]
+    coarse = rng.uniform(-1.0, 1.5, (int(rng.integers(2, 5)), int(rng.integers(2, 6)))).astype(np.float32)
+    field = np.clip(cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC), 0, 1) ** rng.uniform(0.5, 2.0)
+    return np.clip(photo.astype(np.float32) + field[..., None] * rng.uniform(40, VEIL_MAX), 0, 255).astype(np.uint8)
+
+
 def printed_structure(page: np.ndarray, boxes, rng: np.random.Generator) -> None:
     """Print no family names: sets of parallel lines at any angle and spacing, tables, and
     boxes anywhere (some around the digits), in any colour and weight."""
@@ -205,8 +221,23 @@ def _paint(out: np.ndarray, seen: np.ndarray, layer: np.ndarray, colour: np.ndar
     seen *= 1 - alpha
 
 
+def generic_light(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Colour and light no family names, each in 30% of the scenes (colour_curves, uneven_light)."""
+    if rng.random() < 0.3:
+        photo = colour_curves(photo, rng)
+    if rng.random() < 0.3:
+        photo = uneven_light(photo, rng)
+    return photo
+
+
+def added_light(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """veiling_light in VEIL_SHARE of the scenes: last, since it falls on all the camera sees."""
+    return veiling_light(photo, rng) if rng.random() < VEIL_SHARE else photo
+
+
 PHOTO_SHARE = 0.1  # generic scenes that are a real photograph alone, where nothing is ink
 OBJECTS_SHARE = 0.25  # generic scenes with pens or a hand over the page
+VEIL_SHARE = 0.3  # generic scenes with light added over all the camera sees (veiling_light)
 
 
 def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndarray, exclude=(), generic: bool = False,
@@ -215,8 +246,9 @@ def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndar
     digits, or (a quarter of the scenes) printed ones; with generic randomisation and real
     photographs, some scenes are a photograph with no digit in it."""
     if generic and len(photos) and rng.random() < PHOTO_SHARE:
-        photo = camera(real_photos.crop(photos, rng, (640, 480)), rng)
-        return cv2.resize(photo, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA), np.zeros((HEIGHT, WIDTH), bool)
+        # lit as the pages are below: no light may say "ink here" by being seen only with ink
+        photo = added_light(generic_light(real_photos.crop(photos, rng, (640, 480)), rng), rng)
+        return cv2.resize(camera(photo, rng), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA), np.zeros((HEIGHT, WIDTH), bool)
     count = int(rng.integers(0, 6))
     if rng.random() < 0.25:
         tiles = [printed_digit(rng) for _ in range(count)]
@@ -230,14 +262,14 @@ def training_scene(rng: np.random.Generator, digits: np.ndarray, others: np.ndar
     photo, ink = compose_scene(random_conditions(rng, exclude), tiles, rng, jpeg_quality=int(rng.integers(40, 95)),
                                with_ink=True, others=distract, light_ink=light_ink, digit_height=(0.08, 0.5),
                                furniture=printed)
-    if generic and rng.random() < 0.3:
-        photo = colour_curves(photo, rng)
-    if generic and rng.random() < 0.3:
-        photo = uneven_light(photo, rng)
+    if generic:
+        photo = generic_light(photo, rng)
     if generic and rng.random() < 0.3:
         photo, ink = cluttered_background(photo, ink, rng, photos)
     if generic and rng.random() < OBJECTS_SHARE:
         photo, ink = objects_over_page(photo, ink, rng)
+    if generic:
+        photo = added_light(photo, rng)
     photo = camera(photo, rng)
     small = cv2.resize(photo, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
     target = cv2.resize((ink > 0.3).astype(np.float32), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA) > INK_COVERAGE
