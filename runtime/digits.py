@@ -58,6 +58,11 @@ class FinderSettings:
     # this many pen stroke widths wide (0: one level a part), dark ink in dimmer paper scaled up at most this much.
     paper_kernel: float = 3.0
     max_paper_gain: float = 4.0
+    # ...and a pixel within paper_delta grey levels of the darkest paper within paper_reach x that
+    # opening's width, its neighbours too, is paper (0: off): a shadow's tip narrower than the
+    # opening is not ink (docs/measurements.md: a shadow's tip).
+    paper_reach: float = 2.0
+    paper_delta: int = 8
     # ...and a group whose ink runs on beyond the detector's mark, as dark as the group and as
     # wide as its strokes, is part of something larger, not a digit: it is dropped when what
     # runs on is more than run_on x the group's own ink (_runs_on; 0: off; docs/measurements.md:
@@ -280,6 +285,9 @@ class Page:
         return stretch_ink(np.where(wider, self.ink[y : y + h, x : x + w], 0), thresh)
 
 
+_K3 = np.ones((3, 3), np.uint8)
+
+
 def _local_ink(ink: np.ndarray, parts: list[tuple[tuple[slice, slice], np.ndarray]], dark: bool,
                s: FinderSettings) -> tuple[np.ndarray, np.ndarray]:
     """(ink above its paper, a threshold for each pixel), each connected part of the context
@@ -308,15 +316,26 @@ def _paper_level(part: np.ndarray, inside: np.ndarray, dark: bool, s: FinderSett
     """One part's ink above the paper under it (uint8, bright ink). The paper is the part's
     morphological opening with a square paper_kernel times the pen's stroke width (from a first
     Otsu threshold): it drops the strokes and keeps what is wider, a shadow or a glare patch,
-    edges included. Dark ink is then scaled by how much dimmer its paper is than the part's
-    brightest paper (at most max_paper_gain): a shadow dims ink and paper alike, and the ink
-    in it keeps the contrast it has in the light (docs/measurements.md: paper under every pixel)."""
+    edges included. Where a shadow's wedge narrows below the opening's width the opening drops
+    its tip too, and the tip would join the digit beside it as ink; but ink stands out from
+    every paper around it, and the tip does not: it is as dark as the wedge it ends, so a pixel
+    as dark as the darkest paper within paper_reach openings, and its neighbours as well, is paper.
+    Dark ink is then scaled by how much dimmer its paper is than the part's brightest paper (at
+    most max_paper_gain): a shadow dims ink and paper alike, and the ink in it keeps the
+    contrast it has in the light (docs/measurements.md: paper under every pixel)."""
     if s.paper_kernel <= 0:  # off: one paper level for the part (_local_ink's median)
         return part
     otsu, _ = cv2.threshold(part[inside][:, None], 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     pen = _mean_width(np.pad(((part > otsu) & inside).astype(np.uint8), 1))
     k = max(3, int(s.paper_kernel * pen)) | 1
     paper = cv2.morphologyEx(part, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    if s.paper_reach > 0:
+        reach = max(3, int(s.paper_reach * k)) | 1
+        darkest = cv2.dilate(paper, cv2.getStructuringElement(cv2.MORPH_RECT, (reach, reach)))
+        # Not only as dark (then lit ink as dark as a deep shadow would go), and not beside what is
+        # not (a stroke's blurred edge): measured so on shadows beyond the scenes' depth.
+        unlike = cv2.dilate((cv2.absdiff(part, darkest) > s.paper_delta).astype(np.uint8), _K3)
+        paper = np.where(unlike > 0, paper, part)
     above = cv2.subtract(part, paper)
     if not dark or s.max_paper_gain <= 1:
         return above
@@ -353,7 +372,6 @@ RUN_ON_EDGE = 2  # pixels around the group that are its own blurred edge
 RUN_ON_DARK = 0.85  # at least this far from the paper's level toward the group's ink (shadowed paper is not)
 RUN_ON_THIN = 0.7  # at least this x the group's stroke width wide (printed rules and box sides are thinner)...
 RUN_ON_BROAD = 3.0  # ...and less than this (broader: a dark shadow, a filled area)
-_K3 = np.ones((3, 3), np.uint8)
 
 
 def _median_u8(values: np.ndarray) -> float:
