@@ -19,6 +19,9 @@ from digitpipe.runtime.preprocess import resize_to_input
 DETECTOR_NAME = "detector.onnx"  # run-digit looks for it beside the classifier
 DETECTOR_INT8_NAME = "detector.int8.onnx"  # ...and for this first beside an INT8 classifier
 SURE = 3.0  # logit (probability 0.95)
+# A part marked no surer than this (logit 2: probability 0.88) is read too, but a digit read only
+# there must be WEAK_CONFIDENCE sure: ink in deep shade is marked as weakly as a photograph's texture.
+WEAK = 2.0
 
 
 def detector_path(choice: str, model: str | Path) -> Path | None:
@@ -53,6 +56,12 @@ class InkDetector:
     def ink_mask(self, image: np.ndarray) -> np.ndarray:
         """Where the detector marks digit ink: bool, at its input size (see sure_parts)."""
         return sure_parts(self.logits(image))
+
+    def marks(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the parts marked at least WEAK sure somewhere, the parts SURE somewhere), bool, at
+        the detector's input size: the reader reads the first and trusts the second."""
+        logits = self.logits(image)
+        return sure_parts(logits, WEAK), sure_parts(logits)
 
 
 def sure_parts(logits: np.ndarray, sure: float = SURE) -> np.ndarray:

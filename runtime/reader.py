@@ -61,6 +61,21 @@ class Reading:
 Box = tuple[int, int, int, int]  # x, y, w, h
 
 
+# A digit read only where the detector is unsure (no logit past runtime.detector.SURE, some past
+# WEAK) must be this sure: measured on bench.wild (docs/measurements.md: weakly marked ink).
+WEAK_CONFIDENCE = 0.95
+
+
+def _overlaps(mark: np.ndarray, box, shape) -> bool:
+    """Whether a box (x, y, w, h in an image of `shape`) holds a pixel of a mark at its own size."""
+    mh, mw = mark.shape
+    h, w = shape[:2]
+    x, y, bw, bh = box
+    x0, y0 = int(x * mw / w), int(y * mh / h)
+    x1, y1 = max(x0 + 1, int(np.ceil((x + bw) * mw / w))), max(y0 + 1, int(np.ceil((y + bh) * mh / h)))
+    return bool(mark[y0:y1, x0:x1].any())
+
+
 def parse_roi(text: str) -> Box:
     """'x,y,w,h' in pixels -> a box; ValueError says what is wrong."""
     parts = text.replace(" ", "").split(",")
@@ -104,7 +119,7 @@ class DigitReader:
     def locate(self, image: np.ndarray) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
         """(boxes, input-size tiles) of what to classify in an image: the runtime's preprocessing
         (wide ink whole and in every cut)."""
-        found, _, page = self._locate(image)
+        found, _, page, _ = self._locate(image)
         if page is not None:
             found = page.candidates()
         return [c.box for c in found], [c.tile for c in found]
@@ -140,24 +155,24 @@ class DigitReader:
             raise InputError(f"the region {self.roi} lies outside the {image.shape[1]}x{image.shape[0]} image")
         return (image[ry : ry + rh, rx : rx + rw] if self.roi else image), rx, ry
 
-    def _detect(self, image: np.ndarray) -> tuple[np.ndarray | None, float]:
-        """(the ink detector's mark of the part of the image read, or None where a tile needs
-        none; the ms it took)."""
+    def _detect(self, image: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray] | None, float]:
+        """(the ink detector's marks of the part of the image read, InkDetector.marks, or None
+        where a tile needs none; the ms it took)."""
         return self._detect_region(self._region(image)[0])
 
-    def _detect_region(self, region: np.ndarray) -> tuple[np.ndarray | None, float]:
+    def _detect_region(self, region: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray] | None, float]:
         pp = self.model.info.preprocess
         if region.shape[:2] == (pp.height, pp.width):  # a tile (_locate_digits): no detector
             return None, 0.0
         t = time.perf_counter()
-        mask = self.detector.ink_mask(region)
-        return mask, (time.perf_counter() - t) * 1e3
+        marks = self.detector.marks(region)
+        return marks, (time.perf_counter() - t) * 1e3
 
     def _read(self, image: np.ndarray, mark: tuple[np.ndarray | None, float] | None) -> Reading:
         """read(image); mark: _detect(image) when a worker ran it already."""
         t0 = time.perf_counter()
         region, rx, ry = self._region(image)
-        found, detect_ms, page = self._locate(region, mark)
+        found, detect_ms, page, sure = self._locate(region, mark)
         t1 = time.perf_counter()
         best, conf = self.model.classify([c.tile for c in found])
         # The reject class scores 0 when choosing how to read wide ink, and is never reported.
@@ -182,6 +197,8 @@ class DigitReader:
         labels = self.model.labels
         digits += [Digit(labels[best[k]], float(conf[k]), found[k].box)
                    for k in choose_readings(found, score) if score[k] > 0]  # min_confidence: below, for all
+        if sure is not None:
+            digits = [d for d in digits if d.confidence >= WEAK_CONFIDENCE or _overlaps(sure, d.box, region.shape)]
         digits = [Digit(d.label, d.confidence, (d.box[0] + rx, d.box[1] + ry, *d.box[2:]))
                   for d in sorted(digits, key=lambda d: d.box[0]) if d.confidence >= self.min_confidence]
         ms = {"locate": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3}
@@ -219,23 +236,24 @@ class DigitReader:
 
     def _locate_digits(self, image: np.ndarray, mark=None):
         """(whole candidates, ms the ink detector took or None without one, the Page they came
-        from or None); mark: _detect's result when it ran already. _locate_whole alike."""
+        from or None, the parts the detector is sure of or None); mark: _detect's result when it
+        ran already. _locate_whole alike."""
         pp = self.model.info.preprocess
         gray = to_gray(image)
         if gray.shape == (pp.height, pp.width):
             # Already a normalised tile (e.g. an MNIST image): only the polarity may differ.
             tile = bright_ink(gray)
             has_ink = int(tile.max()) - int(tile.min()) >= self.finder.min_contrast
-            return ([Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []), None, None
-        mask = detect_ms = None
+            return ([Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []), None, None, None
+        mask = sure = detect_ms = None
         if self.detector:
-            mask, detect_ms = mark if mark is not None else self._detect_region(image)
+            (mask, sure), detect_ms = mark if mark is not None else self._detect_region(image)
         if self.single:
-            return most_prominent(find_digits(gray, self.finder, mask)), detect_ms, None
+            return most_prominent(find_digits(gray, self.finder, mask)), detect_ms, None, sure
         page = find_ink(gray, self.finder, mask)
-        return page.wholes(), detect_ms, page
+        return page.wholes(), detect_ms, page, sure
 
     def _locate_whole(self, image: np.ndarray, mark=None):
         pp = self.model.info.preprocess
         h, w = image.shape[:2]
-        return [Candidate((0, 0, w, h), resize_to_input(image, pp), h * w)], None, None
+        return [Candidate((0, 0, w, h), resize_to_input(image, pp), h * w)], None, None, None

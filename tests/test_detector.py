@@ -13,6 +13,7 @@ from digitpipe.runtime.detector import InkDetector, sure_parts
 from digitpipe.runtime.digits import FinderSettings, find_digits
 from digitpipe.runtime.errors import ModelError
 from digitpipe.runtime.model import Model
+from digitpipe.runtime.reader import DigitReader
 from tests.conftest import DATA_DIR, SEED
 from digitpipe.train.photos import render_photo
 from digitpipe.train.scenes import compose_scene
@@ -368,6 +369,33 @@ def test_only_parts_the_detector_is_sure_of_somewhere_count():
     assert not mask[1:4, 1:4].any()
     assert mask[6:10, 6:12].all() and mask.sum() == 24
     assert not sure_parts(np.full((5, 5), -1.0, np.float32)).any()
+
+
+def test_a_digit_marked_only_weakly_is_read_only_when_sure(mnist_test, monkeypatch):
+    """Ink in deep shade is marked as weakly as a photograph's texture: some logit past WEAK,
+    none past SURE. The reader reads such a part, but a digit found only there counts when the
+    classifier is WEAK_CONFIDENCE sure of it; where the detector is sure, as before. The bundled
+    classifier and detector, the detector's logits set over the digit's ink."""
+    from digitpipe.runtime import reader as reader_module
+    from digitpipe.runtime.bundled import BUNDLED_DIR
+    from digitpipe.runtime.detector import SURE, WEAK
+
+    images, labels = mnist_test
+    page, ink = _page_with_digit(images[0])
+    photo = cv2.cvtColor(page.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    detector = InkDetector.load(BUNDLED_DIR / "detector.onnx")
+    reader = DigitReader(Model(BUNDLED_DIR / "digits.onnx"), detector=detector)
+
+    def read(level: float) -> str:
+        logits = np.where(_mark(ink), level, -5.0).astype(np.float32)
+        monkeypatch.setattr(detector, "logits", lambda image: logits)
+        return reader.read(photo).text
+
+    weak, sure, below = (WEAK + SURE) / 2, SURE + 1, WEAK - 0.5
+    assert read(weak) == read(sure) == str(labels[0])  # the classifier is sure of this digit
+    assert read(below) == ""
+    monkeypatch.setattr(reader_module, "WEAK_CONFIDENCE", 1.01)  # no reading is this sure
+    assert read(weak) == "" and read(sure) == str(labels[0])
 
 
 def test_generic_randomisation_keeps_the_ink_target_with_the_page(mnist_test):
