@@ -181,13 +181,13 @@ def test_a_stream_reads_as_frame_by_frame_with_the_detector_beside_it(mnist_test
     frames = scene_frames(mnist_test, 16, seed=5)
     reader = digitpipe.Reader(backend=backend, roi=roi)
     alone = [reader.read(f).to_dict() for f in frames]
-    threads, real = [], InkDetector.ink_mask
+    threads, real = [], InkDetector.marks
 
     def spy(self, image):
         threads.append(threading.current_thread().name)
         return real(self, image)
 
-    monkeypatch.setattr(InkDetector, "ink_mask", spy)
+    monkeypatch.setattr(InkDetector, "marks", spy)
     streamed = [(f, r.to_dict()) for f, r in reader.read_stream(iter(frames))]
     assert [f is g for (f, _), g in zip(streamed, frames)] == [True] * len(frames)
     for (_, s), a in zip(streamed, alone):
@@ -215,7 +215,7 @@ def test_a_detector_failure_ends_a_video_at_its_frame(mnist_test, tmp_path, caps
     from tests.test_cli_fast import write_video
 
     video = write_video(tmp_path / "clip.avi", scene_frames(mnist_test, 6, seed=6))
-    calls, real = [], InkDetector.ink_mask
+    calls, real = [], InkDetector.marks
 
     def fails_on_the_fourth_frame(self, image):
         calls.append(1)
@@ -223,7 +223,7 @@ def test_a_detector_failure_ends_a_video_at_its_frame(mnist_test, tmp_path, caps
             raise ModelError("onnxruntime failed at inference (bad allocation)")
         return real(self, image)
 
-    monkeypatch.setattr(InkDetector, "ink_mask", fails_on_the_fourth_frame)
+    monkeypatch.setattr(InkDetector, "marks", fails_on_the_fourth_frame)
     code = main(["--no-window", "--json", "--video", str(video)])
     out, err = capsys.readouterr()
     assert code == EXIT_MODEL_FAILED
