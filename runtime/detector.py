@@ -60,20 +60,28 @@ class InkDetector:
     def marks(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the parts marked at least WEAK sure somewhere, the parts SURE somewhere), bool, at
         the detector's input size: the reader reads the first and trusts the second."""
-        logits = self.logits(image)
-        return sure_parts(logits, WEAK), sure_parts(logits)
+        weak, sure = parts_past(self.logits(image), (WEAK, SURE))
+        return weak, sure
 
 
 def sure_parts(logits: np.ndarray, sure: float = SURE) -> np.ndarray:
     """Hysteresis, as edge detectors threshold: a part marked with logits above 0 counts only
     when the detector is sure (a logit above `sure`) somewhere in it; speckles it is unsure of
     everywhere (textures of photographs) are dropped."""
+    return parts_past(logits, (sure,))[0]
+
+
+def parts_past(logits: np.ndarray, levels) -> list[np.ndarray]:
+    """sure_parts at each of several levels, the marked parts labelled once."""
     marked = (logits > 0).astype(np.uint8)
     count, parts = cv2.connectedComponents(marked, connectivity=8)
-    keep = np.zeros(count, bool)
-    keep[parts[logits > sure]] = True
-    keep[0] = False  # the unmarked background
-    return keep[parts]
+    found = []
+    for level in levels:
+        keep = np.zeros(count, bool)
+        keep[parts[logits > level]] = True
+        keep[0] = False  # the unmarked background
+        found.append(keep[parts])
+    return found
 
 
 def check_is_classifier(model: Model) -> None:
