@@ -19,8 +19,9 @@ from digitpipe.runtime.preprocess import resize_to_input
 DETECTOR_NAME = "detector.onnx"  # run-digit looks for it beside the classifier
 DETECTOR_INT8_NAME = "detector.int8.onnx"  # ...and for this first beside an INT8 classifier
 SURE = 3.0  # logit (probability 0.95)
-# A part marked no surer than this (logit 2: probability 0.88) is read too, but a digit read only
-# there must be WEAK_CONFIDENCE sure: ink in deep shade is marked as weakly as a photograph's texture.
+# A part with a logit past this somewhere (2: probability 0.88) but past SURE nowhere is read too,
+# and a digit found only there must be the reader's WEAK_CONFIDENCE sure: ink in deep shade is
+# marked as weakly as a photograph's texture.
 WEAK = 2.0
 
 
@@ -60,8 +61,7 @@ class InkDetector:
     def marks(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the parts marked at least WEAK sure somewhere, the parts SURE somewhere), bool, at
         the detector's input size: the reader reads the first and trusts the second."""
-        weak, sure = parts_past(self.logits(image), (WEAK, SURE))
-        return weak, sure
+        return tuple(parts_past(self.logits(image), (WEAK, SURE)))
 
 
 def sure_parts(logits: np.ndarray, sure: float = SURE) -> np.ndarray:

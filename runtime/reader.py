@@ -168,7 +168,7 @@ class DigitReader:
         marks = self.detector.marks(region)
         return marks, (time.perf_counter() - t) * 1e3
 
-    def _read(self, image: np.ndarray, mark: tuple[np.ndarray | None, float] | None) -> Reading:
+    def _read(self, image: np.ndarray, mark: tuple[tuple[np.ndarray, np.ndarray] | None, float] | None) -> Reading:
         """read(image); mark: _detect(image) when a worker ran it already."""
         t0 = time.perf_counter()
         region, rx, ry = self._region(image)
@@ -244,7 +244,8 @@ class DigitReader:
             # Already a normalised tile (e.g. an MNIST image): only the polarity may differ.
             tile = bright_ink(gray)
             has_ink = int(tile.max()) - int(tile.min()) >= self.finder.min_contrast
-            return ([Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []), None, None, None
+            found = [Candidate((0, 0, pp.width, pp.height), tile, int((tile > 0).sum()))] if has_ink else []
+            return found, None, None, None
         mask = sure = detect_ms = None
         if self.detector:
             (mask, sure), detect_ms = mark if mark is not None else self._detect_region(image)
