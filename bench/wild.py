@@ -13,7 +13,10 @@ Generated here from data the model never trained on, seeded, in memory:
           of text, ...), whole and cropped: must read ""
 and the everyday scene families of train/scenes.py, 1-4 MNIST test digits each: ruled
 notebook paper, squared paper, form boxes, a hard-edged shadow, dim light, glare, coloured
-ink on coloured paper, the page at an angle on a desk (each kind "scene:<family>").
+ink on coloured paper, the page at an angle on a desk (each kind "scene:<family>"); and the
+same pages past the families' range (each kind "beyond:<name>"): a shadow deeper than any the
+families draw, a dimmer room, pencil-faint ink. No training scene reaches these; a rule fitted
+to the families' range shows here.
 The model's "no digit" class was trained on other generated families (train/negatives.py);
 none of these images.
 Beside run-digit's reader, the classic approach (the whole frame resized to 28x28) runs on
@@ -26,13 +29,22 @@ import glob
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from digitpipe.train.photos import HERSHEY, render_photo
-from digitpipe.train.scenes import FAMILIES, render_scene
+from digitpipe.train.scenes import FAMILIES, LIGHT, compose_scene, dim, render_scene, shadow
+
+# "beyond:<name>": compose_scene's conditions and arguments past train/scenes.py's ranges (the
+# families: shaded side at 35-65% of the light taken, a dim room at 12-30% of it, ink 25-70 grey).
+BEYOND = {
+    "shadow": (("shadow",), {"light": LIGHT | {"shadow": lambda photo, rng: shadow(photo, rng, depth=(0.65, 0.8))}}),
+    "dim": (("dim",), {"light": LIGHT | {"dim": lambda photo, rng: dim(photo, rng, light=(0.06, 0.12))}}),
+    "faint": ((), {"ink_shade": (110, 150)}),
+}
 
 
 
@@ -148,22 +160,33 @@ def wild_set(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, s
     sets["faces"] = [(photo_view(cv2.cvtColor(faces[k % len(faces)], cv2.COLOR_GRAY2BGR), rng, int(rng.integers(200, 481)), crop=False), "")
                      for k in range(min(count, len(faces)))]
     sets["photos"] = [(photo_view(photos[k % len(photos)], rng), "") for k in range(count)]
-    return sets | scene_sets(count, seed, (images, labels))
+    return sets | scene_sets(count, seed, (images, labels)) | beyond_sets(count, seed, (images, labels))
 
 
 def scene_sets(count: int, seed: int = 2026, tiles=None) -> dict[str, list[tuple[np.ndarray, str]]]:
     """The "scene:<family>" kinds of wild_set alone (bench.lofo needs no others). tiles:
     (MNIST test images, labels) when the caller has them loaded."""
+    draw = {f"scene:{family}": partial(render_scene, family) for family in FAMILIES}
+    return _digit_scenes(draw, count, np.random.default_rng(seed + 1), tiles)  # its own stream: the other kinds stay as they were
+
+
+def beyond_sets(count: int, seed: int = 2026, tiles=None) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """The "beyond:<name>" kinds of wild_set alone (BEYOND)."""
+    draw = {f"beyond:{name}": partial(compose_scene, conditions, **kwargs) for name, (conditions, kwargs) in BEYOND.items()}
+    return _digit_scenes(draw, count, np.random.default_rng(seed + 2), tiles)
+
+
+def _digit_scenes(draw: dict, count: int, rng: np.random.Generator, tiles=None) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """count photos of each kind, kind: draw[kind](tiles, rng), of 1-4 MNIST test digits each."""
     from bench.make_photo import mnist_test_tiles
 
     images, labels = tiles if tiles is not None else mnist_test_tiles()
-    scene_rng = np.random.default_rng(seed + 1)  # its own stream: the other kinds stay as they were
     sets = {}
-    for family in FAMILIES:
-        items = sets[f"scene:{family}"] = []
+    for kind, scene in draw.items():
+        items = sets[kind] = []
         for _ in range(count):
-            idx = scene_rng.choice(len(images), int(scene_rng.integers(1, 5)), replace=False)
-            items.append((render_scene(family, [images[k] for k in idx], scene_rng), "".join(str(labels[k]) for k in idx)))
+            idx = rng.choice(len(images), int(rng.integers(1, 5)), replace=False)
+            items.append((scene([images[k] for k in idx], rng), "".join(str(labels[k]) for k in idx)))
     return sets
 
 

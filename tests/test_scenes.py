@@ -87,3 +87,27 @@ def test_each_kind_reports_the_interval_of_its_default_rate(stand_in_model, mnis
     assert row["count"] == 5
     assert row["interval"] == wilson(round(5 * row["exact@0.55"]), 5)
     assert row["interval"][0] <= row["exact@0.55"] <= row["interval"][1]
+
+
+def test_the_beyond_kinds_lie_past_the_families_range(mnist_test):
+    """bench.wild's "beyond:<name>" kinds: the same draw, past what any scene family draws."""
+    from bench.wild import BEYOND, beyond_sets
+    from digitpipe.train.scenes import compose_scene, dim, shadow
+
+    flat = np.full((480, 640, 3), 200.0)
+    for seed in range(10):
+        # A shadow's darkest paper: the families keep at least 35% of the light, beyond keeps less.
+        assert shadow(flat, np.random.default_rng(seed)).min() >= 200 * 0.35 - 1e-6
+        assert BEYOND["shadow"][1]["light"]["shadow"](flat, np.random.default_rng(seed)).min() < 200 * 0.35
+        # A dimmer room: the same draw's noise at least twice the family's (its light at most half).
+        ordinary = dim(flat, np.random.default_rng(seed)).std()
+        assert BEYOND["dim"][1]["light"]["dim"](flat, np.random.default_rng(seed)).std() > 1.9 * ordinary
+    images, _ = mnist_test
+    for seed in range(3):
+        photo, ink = compose_scene((), [images[0]], np.random.default_rng(seed), with_ink=True)
+        faint, faint_ink = compose_scene((), [images[0]], np.random.default_rng(seed), with_ink=True, **BEYOND["faint"][1])
+        assert np.median(photo[ink > 0.9]) < 85 < 100 < np.median(faint[faint_ink > 0.9])
+    sets = beyond_sets(2, seed=5, tiles=mnist_test)
+    assert sorted(sets) == [f"beyond:{name}" for name in sorted(BEYOND)]
+    assert all(len(items) == 2 and photo.shape == (480, 640, 3) and 1 <= len(text) <= 4 and text.isdigit()
+               for items in sets.values() for photo, text in items)

@@ -68,20 +68,21 @@ def form(page, boxes, rng) -> None:
 FURNITURE = {"ruled": ruled, "grid": grid, "form": form}
 
 
-def shadow(photo, rng) -> np.ndarray:
-    """A hard-edged shadow (a hand, a phone) across part of the page, edge through the digits."""
+def shadow(photo, rng, depth=(0.35, 0.65)) -> np.ndarray:
+    """A hard-edged shadow (a hand, a phone) across part of the page, edge through the digits;
+    depth: how much of the light it takes."""
     x0, x1 = rng.uniform(0.2, 0.8, 2) * W
     poly = np.array([[x0, 0], [x1, H], [0 if rng.random() < 0.5 else W, H], [0 if rng.random() < 0.5 else W, 0]],
                     np.int32)
     mask = np.zeros((H, W), np.float32)
     cv2.fillPoly(mask, [poly], 1.0)
     mask = cv2.GaussianBlur(mask, (0, 0), rng.uniform(0.5, 2.0))
-    return photo * (1 - mask[..., None] * rng.uniform(0.35, 0.65))
+    return photo * (1 - mask[..., None] * rng.uniform(*depth))
 
 
-def dim(photo, rng) -> np.ndarray:
+def dim(photo, rng, light=(0.12, 0.3)) -> np.ndarray:
     """A dim room: little light, so strong sensor noise once the camera brightens it."""
-    level = rng.uniform(0.12, 0.3)
+    level = rng.uniform(*light)
     noisy = photo * level + rng.normal(0, rng.uniform(1.5, 3.0), photo.shape)
     return noisy / level * rng.uniform(0.5, 0.8)  # the camera's gain, short of full exposure
 
@@ -146,11 +147,13 @@ def render_scene(family: str, tiles: list[np.ndarray], rng: np.random.Generator,
 
 def compose_scene(conditions, tiles: list[np.ndarray], rng: np.random.Generator, jpeg_quality: int = 85,
                   with_ink: bool = False, others: list[np.ndarray] = (), light_ink: bool = False,
-                  digit_height=(0.18, 0.4), furniture=()):
+                  digit_height=(0.18, 0.4), furniture=(), light=LIGHT, ink_shade=(25, 70)):
     """A photo under any combination of the families' conditions (none: plain paper). others:
     light-on-dark tiles of ink that is no digit (letters, doodles), written in a second row
     and left out of the returned ink; light_ink: chalk-like ink lighter than a dark board;
-    furniture: more f(page, boxes, rng) that print on the page before the ink goes on."""
+    furniture: more f(page, boxes, rng) that print on the page before the ink goes on;
+    light: the light conditions' functions by name (LIGHT, or ones drawn past its range);
+    ink_shade: the dark ink's grey level range."""
     conditions = set(conditions)
     ink, boxes = layout_ink(tiles, rng, (W, H), rng.uniform(*digit_height) * H, gap=(0.08, 0.3))
     other = layout_ink(list(others), rng, (W, H), rng.uniform(0.1, 0.3) * H)[0] if len(others) else np.zeros_like(ink)
@@ -160,7 +163,7 @@ def compose_scene(conditions, tiles: list[np.ndarray], rng: np.random.Generator,
         ink_colour = np.array(INKS[int(rng.integers(len(INKS)))], np.float32)
         page = page / page.mean() * np.array(PAPERS[int(rng.integers(len(PAPERS)))], np.float32) * rng.uniform(0.85, 1.0)
     else:
-        ink_colour = np.array(rng.uniform(190, 250, 3) if light_ink else rng.uniform(25, 70, 3), np.float32)
+        ink_colour = np.array(rng.uniform(190, 250, 3) if light_ink else rng.uniform(*ink_shade, 3), np.float32)
     for name in FURNITURE:
         if name in conditions:
             FURNITURE[name](page, boxes, rng)
@@ -170,7 +173,7 @@ def compose_scene(conditions, tiles: list[np.ndarray], rng: np.random.Generator,
     photo = page * (1 - written) + ink_colour * written
     for name in LIGHT:
         if name in conditions:
-            photo = LIGHT[name](photo, rng)
+            photo = light[name](photo, rng)
     if "desk" in conditions:
         photo, m, covered = page_on_desk(photo, rng)
         ink = cv2.warpPerspective(ink, m, (W, H), flags=cv2.INTER_LINEAR) * (1 - covered)
