@@ -186,7 +186,9 @@ def export_detector(args: argparse.Namespace, log=print) -> dict:
     report = install(data, out, lambda path, runtimes: verify_detector(path, runtimes, net, scenes), common)
     if report["passed"] and args.int8:
         log(f"quantizing to INT8 ({QUANT_FORMAT}) with {CALIBRATION_SCENES} training scenes")
-        int8 = quantize_int8(data, calibration_scenes(ckpt["config"], args.data_dir))
+        # The local paper's ratio stays float: in uint8, cv2.dnn marks 0.73 IoU of the true ink
+        # where onnxruntime and PyTorch mark 0.82 (docs/detector.md: the frame against its local paper).
+        int8 = quantize_int8(data, calibration_scenes(ckpt["config"], args.data_dir), keep_float=("/paper/",))
         report["int8"] = install(int8, int8_path(out),
                                  lambda path, runtimes: verify_int8_detector(path, runtimes, scenes),
                                  dict(common, float32={k: report[k] for k in ("onnx_bytes", "comparisons", "latency")}))

@@ -26,8 +26,9 @@ CALIBRATION_BATCH = 64
 QUANT_FORMAT = "QOperator"
 
 
-def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
-    """An INT8 copy of the float model, activation ranges from the calibration blob (N,C,H,W)."""
+def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray, keep_float: tuple[str, ...] = ()) -> bytes:
+    """An INT8 copy of the float model, activation ranges from the calibration blob (N,C,H,W);
+    nodes whose names start with one of keep_float stay float32."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -46,9 +47,10 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
         src, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(fp32_bytes)
         quant_pre_process(str(src), str(pre))  # shape inference + graph optimisation first, as documented
+        floats = [n.name for n in onnx.load(str(pre)).graph.node if n.name.startswith(keep_float)] if keep_float else []
         quantize_static(str(pre), str(out), Batches(), quant_format=QuantFormat.QOperator, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=floats)
         proto = onnx.load(str(out))
     return attach_metadata(proto, _int8_info(fp32, len(calibration))).SerializeToString()
 
