@@ -566,3 +566,22 @@ def test_the_detector_sees_ink_against_its_local_paper(mnist_test):
     assert ratio[:, 76:84].min() > paper_shade - 0.02  # the shadow's edge is paper on both sides
     assert ratio[92:113, 122:148].min() > paper_shade - 0.02  # so is the black patch
     assert InkNet(local_paper=True)(shaded).shape == (1, 1, 120, 160)
+
+
+def test_a_checkpoint_from_before_the_local_paper_loads_as_it_was(tmp_path):
+    """Checkpoints whose config has no local_paper (the recipe before it) load without the layer."""
+    import torch
+
+    from digitpipe.train.checkpoint import save
+    from digitpipe.train.detector import DetectorConfig, InkNet, load_detector
+
+    old = InkNet(local_paper=False).eval()
+    config = DetectorConfig().to_dict()
+    del config["local_paper"]
+    save(tmp_path / "old.pt", {"kind": "ink-detector", "model_state": old.state_dict(), "config": config})
+    net, _ = load_detector(tmp_path / "old.pt")
+    x = torch.rand(1, 3, 120, 160)
+    assert isinstance(net.paper, torch.nn.Identity) and torch.equal(net(x), old(x))
+    save(tmp_path / "new.pt", {"kind": "ink-detector", "model_state": InkNet(local_paper=True).state_dict(),
+                               "config": DetectorConfig().to_dict()})
+    assert load_detector(tmp_path / "new.pt")[0](x).shape == (1, 1, 120, 160)
