@@ -566,6 +566,10 @@ def test_the_detector_sees_ink_against_its_local_paper(mnist_test):
     assert ratio[:, 76:84].min() > paper_shade - 0.02  # the shadow's edge is paper on both sides
     assert ratio[92:113, 122:148].min() > paper_shade - 0.02  # so is the black patch
     assert InkNet(local_paper=True)(shaded).shape == (1, 1, 120, 160)
+    # Training takes the maximum over shifted copies, the export max-pools: the same numbers.
+    frame = torch.rand(2, 3, 120, 160)
+    pooled = torch.nn.functional.max_pool2d(frame, 7, 1, 3)
+    assert torch.equal(LocalPaper()._max(frame), pooled)
 
 
 def test_a_checkpoint_from_before_the_local_paper_loads_as_it_was(tmp_path):
