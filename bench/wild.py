@@ -41,8 +41,8 @@ from digitpipe.train.scenes import FAMILIES, LIGHT, compose_scene, dim, render_s
 # "beyond:<name>": compose_scene's conditions and arguments past train/scenes.py's ranges (the
 # families: shaded side at 35-65% of the light taken, a dim room at 12-30% of it, ink 25-70 grey).
 BEYOND = {
-    "shadow": (("shadow",), {"light": LIGHT | {"shadow": lambda photo, rng: shadow(photo, rng, depth=(0.65, 0.8))}}),
-    "dim": (("dim",), {"light": LIGHT | {"dim": lambda photo, rng: dim(photo, rng, light=(0.06, 0.12))}}),
+    "shadow": (("shadow",), {"light": LIGHT | {"shadow": partial(shadow, depth=(0.65, 0.8))}}),
+    "dim": (("dim",), {"light": LIGHT | {"dim": partial(dim, light=(0.06, 0.12))}}),
     "faint": ((), {"ink_shade": (110, 150)}),
 }
 
