@@ -68,6 +68,10 @@ class FinderSettings:
     # runs on is more than run_on x the group's own ink (_runs_on; 0: off; docs/measurements.md:
     # ink that runs on).
     run_on: float = 0.3
+    # ...and ink outside the mark that joins two inks inside it across a gap no longer than
+    # bridge x the image's longer side is read with them (_bridges; 0: off): the mark has holes
+    # where it is unsure, and one stroke across a hole is one thing, read whole or not at all.
+    bridge: float = 0.06
     fill: int = 20  # MNIST: the digit fits in a fill x fill box...
     tile: int = 28  # ...centred by mass in a tile x tile image
 
@@ -178,6 +182,8 @@ def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
         (ox, oy), region, parts, dark = near  # ink, thresholds and labels below are within the crop at ox, oy
         crop = work[oy : oy + region.shape[0], ox : ox + region.shape[1]]
         ink, thresh_map = _local_ink(cv2.bitwise_not(crop) if dark else crop, parts, dark, settings)
+        if settings.bridge > 0:
+            region = _bridges(ink > thresh_map, region, settings.bridge * max(h, w))
         ink[~region] = 0
         if settings.faint_share > 0:
             ink = _lift_faint_ink(ink, thresh_map, settings, max(h, w))
@@ -435,6 +441,37 @@ def _runs_on(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int
     if core.any():
         beyond[cv2.distanceTransform(1 - core, cv2.DIST_L2, 3) <= broad + 2] = 0
     return int(beyond.sum()) > limit
+
+
+BRIDGE_THICK = 0.5  # a bridge is at least this x the pen's mean stroke width thick
+
+
+def _bridges(inked: np.ndarray, region: np.ndarray, longest: float) -> np.ndarray:
+    """region with the bridges added: each piece of ink outside it no longer than `longest`
+    pixels either way that touches two or more pieces of the ink inside it."""
+    inside = (inked & region).astype(np.uint8)
+    count, gaps, stats, _ = cv2.connectedComponentsWithStats((inked & ~region).astype(np.uint8), connectivity=8)
+    short = np.zeros(count, bool)
+    short[1:] = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) <= longest
+    if not short.any():
+        return region
+    _, pieces = cv2.connectedComponents(inside, connectivity=8)
+    # Each inside pixel beside a short gap: (the gap, the piece); labels stay exact in float32.
+    beside = cv2.dilate(np.where(short[gaps], gaps, 0).astype(np.float32), _K3).astype(np.int64)
+    at = (beside > 0) & (pieces > 0)
+    pairs = np.unique(beside[at] * (int(pieces.max()) + 1) + pieces[at])
+    gap_of = pairs // (int(pieces.max()) + 1)
+    labels, joins = np.unique(gap_of, return_counts=True)
+    labels = labels[joins >= 2]
+    if labels.size == 0:
+        return region
+    # As thick as the pen's strokes (at least half: across a short gap the piece is cut square);
+    # a printed box side or rule is thinner (0.11-0.31x, FinderSettings.thin_share).
+    thick = stats[labels, cv2.CC_STAT_AREA] / np.maximum(stats[labels, cv2.CC_STAT_WIDTH], stats[labels, cv2.CC_STAT_HEIGHT])
+    labels = labels[thick >= BRIDGE_THICK * _mean_width(np.pad(inside, 1))]
+    bridge = np.zeros(count, bool)
+    bridge[labels] = True
+    return region | bridge[gaps] if labels.size else region
 
 
 def _detected_region(work: np.ndarray, ink_mask: np.ndarray, grow: float):

@@ -10,7 +10,7 @@ import pytest
 
 from digitpipe.runtime.cli import EXIT_OK, EXIT_USAGE, main
 from digitpipe.runtime.detector import InkDetector, sure_parts
-from digitpipe.runtime.digits import FinderSettings, find_digits
+from digitpipe.runtime.digits import FinderSettings, find_digits, find_ink
 from digitpipe.runtime.errors import ModelError
 from digitpipe.runtime.model import Model
 from digitpipe.runtime.reader import DigitReader
@@ -589,3 +589,35 @@ def test_a_checkpoint_from_before_the_local_paper_loads_as_it_was(tmp_path):
     save(tmp_path / "new.pt", {"kind": "ink-detector", "model_state": InkNet(local_paper=True).state_dict(),
                                "config": DetectorConfig().to_dict()})
     assert load_detector(tmp_path / "new.pt")[0](x).shape == (1, 1, 120, 160)
+
+
+def test_a_stroke_across_a_hole_in_the_mark_is_read_whole():
+    """A drawn face whose circle the detector marks in two arcs, with holes where it is unsure:
+    the ink across each hole joins the arcs, so the face is one group, read whole or not at
+    all, where each arc (with an eye) read as a 6 or a 7. A printed box side across the same
+    holes, a fifth of the pen's width, joins nothing."""
+    page = np.full((480, 640), 210, np.uint8)
+    cv2.circle(page, (320, 240), 90, 40, 10, cv2.LINE_AA)
+    for eye in ((285, 210), (355, 210)):
+        cv2.circle(page, eye, 10, 40, -1, cv2.LINE_AA)
+    ink = (page < 125).astype(np.uint8)
+    holes = np.zeros_like(ink)
+    holes[130:170, 308:332] = holes[310:350, 308:332] = 1  # across the top and the bottom of the circle
+    marked = _mark(ink * (1 - holes))
+    with_holes = find_ink(page, FinderSettings(bridge=0), marked)
+    assert len(with_holes.groups) == 2  # the two arcs, each with an eye
+    whole = find_ink(page, FinderSettings(), marked)
+    assert len(whole.groups) == 1
+    (_, _), mask = whole.groups[0]
+    assert mask.shape[0] >= 0.9 * 190 * whole.scale  # the circle's whole height
+
+    boxed = np.full((480, 640), 210, np.uint8)
+    for x in (170, 330):  # two strokes side by side, a thin box line along their tops
+        cv2.line(boxed, (x, 150), (x + 100, 150), 40, 10, cv2.LINE_AA)
+        cv2.line(boxed, (x + 50, 150), (x + 50, 330), 40, 10, cv2.LINE_AA)
+    cv2.line(boxed, (170, 150), (430, 150), 40, 2, cv2.LINE_AA)
+    ink = (boxed < 125).astype(np.uint8)
+    gap = np.zeros_like(ink)
+    gap[140:160, 288:312] = 1  # the thin line alone between the two marked strokes
+    found = find_ink(boxed, FinderSettings(), _mark(ink * (1 - gap)))
+    assert len(found.groups) == 2
