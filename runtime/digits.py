@@ -450,18 +450,21 @@ def _bridges(inked: np.ndarray, region: np.ndarray, longest: float) -> np.ndarra
     """region with the bridges added: each piece of ink outside it no longer than `longest`
     pixels either way that touches two or more pieces of the ink inside it."""
     inside = (inked & region).astype(np.uint8)
+    pieces_count, pieces = cv2.connectedComponents(inside, connectivity=8)
+    whole_count, whole = cv2.connectedComponents(inked.astype(np.uint8), connectivity=8)
+    # Most frames have nothing to join: each whole stroke holds at most one piece inside.
+    if np.count_nonzero(np.bincount(whole[pieces > 0], minlength=whole_count)) == pieces_count - 1:
+        return region
     count, gaps, stats, _ = cv2.connectedComponentsWithStats((inked & ~region).astype(np.uint8), connectivity=8)
     short = np.zeros(count, bool)
     short[1:] = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) <= longest
     if not short.any():
         return region
-    _, pieces = cv2.connectedComponents(inside, connectivity=8)
     # Each inside pixel beside a short gap: (the gap, the piece); labels stay exact in float32.
     beside = cv2.dilate(np.where(short[gaps], gaps, 0).astype(np.float32), _K3).astype(np.int64)
     at = (beside > 0) & (pieces > 0)
-    pairs = np.unique(beside[at] * (int(pieces.max()) + 1) + pieces[at])
-    gap_of = pairs // (int(pieces.max()) + 1)
-    labels, joins = np.unique(gap_of, return_counts=True)
+    pairs = np.unique(beside[at] * pieces_count + pieces[at])
+    labels, joins = np.unique(pairs // pieces_count, return_counts=True)
     labels = labels[joins >= 2]
     if labels.size == 0:
         return region
@@ -674,3 +677,4 @@ def _group_components(stats: np.ndarray, h: int, w: int, s: FinderSettings) -> t
     tallest = max((b[3] for b in boxes), default=0)
     min_h = max(s.min_height * min(h, w), s.relative_height * tallest, 6)
     return [g for g, (_, _, _, bh) in zip(groups, boxes) if bh >= min_h], min_h
+
