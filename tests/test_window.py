@@ -43,6 +43,11 @@ def xvfb():
         ready, _, _ = select.select([read_end], [], [], 60)
         number = os.read(read_end, 32).decode().strip() if ready else ""
         assert number.isdigit(), f"Xvfb did not start (exit {server.poll()})"
+        # Ready by its own word, and answering a client too, before run-digit is pointed at it.
+        env, end = {**os.environ, "DISPLAY": f":{number}"}, time.time() + 30
+        while subprocess.run(["xdotool", "getdisplaygeometry"], env=env, capture_output=True).returncode != 0:
+            assert time.time() < end and server.poll() is None, f"Xvfb on :{number} does not answer (exit {server.poll()})"
+            time.sleep(0.2)
         yield f":{number}"
     finally:
         os.close(read_end)
