@@ -18,7 +18,8 @@ import onnxruntime
 import torch
 
 from digitpipe.export.onnx_export import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, attach_metadata, export_onnx, input_shape
-from digitpipe.export.quantize import CALIBRATION_IMAGES, QUANT_FORMAT, calibration_blob, int8_path, quantize_int8
+from digitpipe.export.quantize import (CALIBRATION_IMAGES, QUANT_FORMAT, QuantizationError, calibration_blob, int8_path,
+                                       quantize_int8)
 from digitpipe.export.report import measure_latency, to_markdown
 from digitpipe.export.verify import ATOL, open_runtimes, verify_file, verify_int8
 from digitpipe.runtime.errors import ModelError, first_line
@@ -149,6 +150,10 @@ def main(argv=None) -> int:
     except checkpoint.CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except QuantizationError as exc:  # after the float32 file was verified and installed
+        print(f"error: no INT8 copy ({first_line(exc)}); the float32 file is installed and verified, "
+              f"the previous INT8 copy is unchanged", file=sys.stderr)
+        return 1
     except (ValueError, RuntimeError, OSError, ModelError) as exc:  # ModelError: the runtime refuses the file
         print(f"error: export failed ({first_line(exc)}); "
               f"the previous models are unchanged", file=sys.stderr)

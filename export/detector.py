@@ -31,7 +31,7 @@ import torch
 
 from digitpipe.export.cli import announce, export_stamp, install
 from digitpipe.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, attach_metadata, export_onnx, input_shape
-from digitpipe.export.quantize import QUANT_FORMAT, int8_path, quantize_int8
+from digitpipe.export.quantize import QUANT_FORMAT, QuantizationError, int8_path, quantize_int8
 from digitpipe.export.verify import ATOL, PREPROCESS_ATOL, Comparison, _checked, read_back
 from digitpipe.runtime.errors import ModelError, first_line
 from digitpipe.runtime.metadata import ModelInfo, Preprocess
@@ -202,6 +202,10 @@ def main(argv=None) -> int:
     except checkpoint.CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except QuantizationError as exc:  # after the float32 file was verified and installed
+        print(f"error: no INT8 copy ({first_line(exc)}); the float32 file is installed and verified, "
+              f"the previous INT8 copy is unchanged", file=sys.stderr)
+        return 1
     except (ValueError, RuntimeError, OSError, ModelError) as exc:
         print(f"error: detector export failed ({first_line(exc)}); the previous detector is unchanged", file=sys.stderr)
         return 1

@@ -19,11 +19,17 @@ import numpy as np
 import onnx
 
 from digitpipe.export.onnx_export import INPUT_NAME, attach_metadata
+from digitpipe.runtime.errors import first_line
 from digitpipe.runtime.metadata import from_props
 
 CALIBRATION_IMAGES = 1024
 CALIBRATION_BATCH = 64
 QUANT_FORMAT = "QOperator"
+
+
+class QuantizationError(RuntimeError):
+    """onnxruntime could not quantize a model (it raises bare Exceptions for graphs it cannot
+    follow, e.g. a resized tensor joined to its input): the float model stands."""
 
 
 def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray, keep_float: tuple[str, ...] = ()) -> bytes:
@@ -43,14 +49,19 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray, keep_float: tuple[
         def get_next(self):
             return next(self._it, None)
 
-    with _quantizer_quiet(), tempfile.TemporaryDirectory(prefix="digitpipe-int8-") as tmp:
+    # In the scratch folder: where shape inference fails, onnxruntime writes its half-done
+    # model to the working directory, and that is the user's.
+    with _quantizer_quiet(), tempfile.TemporaryDirectory(prefix="digitpipe-int8-") as tmp, contextlib.chdir(tmp):
         src, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(fp32_bytes)
-        quant_pre_process(str(src), str(pre))  # shape inference + graph optimisation first, as documented
-        floats = [n.name for n in onnx.load(str(pre)).graph.node if n.name.startswith(keep_float)] if keep_float else []
-        quantize_static(str(pre), str(out), Batches(), quant_format=QuantFormat.QOperator, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=floats)
+        try:
+            quant_pre_process(str(src), str(pre))  # shape inference + graph optimisation first, as documented
+            floats = [n.name for n in onnx.load(str(pre)).graph.node if n.name.startswith(keep_float)] if keep_float else []
+            quantize_static(str(pre), str(out), Batches(), quant_format=QuantFormat.QOperator, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=floats)
+        except Exception as exc:  # noqa: BLE001 - the quantizer's own errors are bare Exceptions
+            raise QuantizationError(f"onnxruntime could not quantize it: {first_line(exc)}") from exc
         proto = onnx.load(str(out))
     return attach_metadata(proto, _int8_info(fp32, len(calibration))).SerializeToString()
 

@@ -293,6 +293,31 @@ def test_a_refused_int8_copy_keeps_the_last_good_one(detector, tmp_path, capsys,
     assert (tmp_path / "detector.int8.rejected.report.json").is_file()
 
 
+def test_an_int8_copy_the_quantizer_cannot_make_is_one_line_and_keeps_the_float(detector, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """onnxruntime's quantizer stops on a graph it cannot follow (a bare Exception, and its
+    half-done model written to the working directory): one line, the float file installed,
+    the last INT8 copy kept, nothing left behind."""
+    import digitpipe.export.detector as export
+    from digitpipe.export.quantize import quantize_int8
+    from tests.test_quantize import unquantizable_onnx
+
+    path = detector[0]
+    out, kept = tmp_path / "detector.onnx", tmp_path / "detector.int8.onnx"
+    kept.write_bytes(b"the last good INT8 copy")
+    graph = unquantizable_onnx(120, 160)
+    monkeypatch.setattr(export, "quantize_int8", lambda data, calibration, keep_float=(): quantize_int8(graph, calibration))
+    monkeypatch.chdir(tmp_path)
+    assert export.main(["--checkpoint", str(path.with_suffix(".pt")), "--out", str(out), "--verify-scenes", "6",
+                        "--data-dir", str(DATA_DIR)]) == 1
+    err = capsys.readouterr().err
+    assert "error: no INT8 copy (onnxruntime could not quantize it" in err and len(err.strip().splitlines()) == 1
+    assert kept.read_bytes() == b"the last good INT8 copy"
+    assert json.loads(out.with_suffix(".report.json").read_text())["passed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detector.int8.onnx", "detector.onnx", "detector.report.json",
+                                                          "detector.report.md"]
+
+
 def test_auto_picks_the_int8_detector_beside_an_int8_classifier(detector, stand_in_model, tmp_path, capsys, mnist_test):
     import shutil
 
