@@ -143,6 +143,13 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def no_int8_copy(exc: QuantizationError) -> str:
+    """The one line for an INT8 copy the quantizer could not make: it fails after the float32
+    file was verified and installed, and before any INT8 file is written."""
+    return (f"error: no INT8 copy ({first_line(exc)}); the float32 file is installed and verified, "
+            f"the previous INT8 copy is unchanged")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -150,9 +157,8 @@ def main(argv=None) -> int:
     except checkpoint.CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except QuantizationError as exc:  # after the float32 file was verified and installed
-        print(f"error: no INT8 copy ({first_line(exc)}); the float32 file is installed and verified, "
-              f"the previous INT8 copy is unchanged", file=sys.stderr)
+    except QuantizationError as exc:
+        print(no_int8_copy(exc), file=sys.stderr)
         return 1
     except (ValueError, RuntimeError, OSError, ModelError) as exc:  # ModelError: the runtime refuses the file
         print(f"error: export failed ({first_line(exc)}); "

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import torch
 
-from digitpipe.export.cli import announce, export_stamp, install
+from digitpipe.export.cli import announce, export_stamp, install, no_int8_copy
 from digitpipe.export.onnx_export import DEFAULT_OPSET, INPUT_NAME, attach_metadata, export_onnx, input_shape
 from digitpipe.export.quantize import QUANT_FORMAT, QuantizationError, int8_path, quantize_int8
 from digitpipe.export.verify import ATOL, PREPROCESS_ATOL, Comparison, _checked, read_back
@@ -202,9 +202,8 @@ def main(argv=None) -> int:
     except checkpoint.CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except QuantizationError as exc:  # after the float32 file was verified and installed
-        print(f"error: no INT8 copy ({first_line(exc)}); the float32 file is installed and verified, "
-              f"the previous INT8 copy is unchanged", file=sys.stderr)
+    except QuantizationError as exc:
+        print(no_int8_copy(exc), file=sys.stderr)
         return 1
     except (ValueError, RuntimeError, OSError, ModelError) as exc:
         print(f"error: detector export failed ({first_line(exc)}); the previous detector is unchanged", file=sys.stderr)

@@ -677,4 +677,3 @@ def _group_components(stats: np.ndarray, h: int, w: int, s: FinderSettings) -> t
     tallest = max((b[3] for b in boxes), default=0)
     min_h = max(s.min_height * min(h, w), s.relative_height * tallest, 6)
     return [g for g, (_, _, _, bh) in zip(groups, boxes) if bh >= min_h], min_h
-
