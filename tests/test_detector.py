@@ -646,3 +646,26 @@ def test_a_stroke_across_a_hole_in_the_mark_is_read_whole():
     gap[140:160, 288:312] = 1  # the thin line alone between the two marked strokes
     found = find_ink(boxed, FinderSettings(), _mark(ink * (1 - gap)))
     assert len(found.groups) == 2
+
+
+def test_the_plain_loss_weighs_every_pixel_and_the_mined_one_ignores_easy_paper():
+    import torch
+    import torch.nn.functional as F
+
+    from digitpipe.train.detector import POS_WEIGHT, ink_loss
+
+    ink = torch.zeros(1, 1, 4, 10)
+    ink[..., 0, :2] = 1  # two ink pixels
+    logits = torch.full_like(ink, -8.0)  # blank paper the net already calls blank ...
+    logits[..., 0, :2] = 1.0
+    logits[..., 3, :3] = 2.0  # ... and three non-ink pixels it calls ink: a box's side, say
+    plain = F.binary_cross_entropy_with_logits(logits, ink, pos_weight=torch.tensor(POS_WEIGHT))
+    assert torch.allclose(ink_loss(logits, ink), plain)
+    # Two ink pixels, 1x as many hardest non-ink ones: two of the three wrong ones.
+    pixel = F.binary_cross_entropy_with_logits(logits, ink, pos_weight=torch.tensor(POS_WEIGHT), reduction="none")
+    mined = ink_loss(logits, ink, hard_negatives=1)
+    assert torch.allclose(mined, (pixel[..., 0, :2].sum() + pixel[..., 3, :2].sum()) / 4)
+    # More easy paper dilutes the plain loss and leaves the mined one as it was.
+    wider_ink, wider_logits = F.pad(ink, (0, 30)), F.pad(logits, (0, 30), value=-8.0)
+    assert ink_loss(wider_logits, wider_ink) < 0.5 * plain
+    assert torch.allclose(ink_loss(wider_logits, wider_ink, hard_negatives=1), mined)
