@@ -25,8 +25,10 @@ from digitpipe.train.scenes import compose_scene
 # recall 0.56-0.79 (the full 900-step run: IoU 0.66-0.71); with printed words and objects over
 # the page among the scenes, over seeds 0-3, 5 and 7: IoU 0.34-0.49, recall 0.51-0.79; with the
 # frame seen against its local paper (LocalPaper), over seeds 0-5 and 7: IoU 0.355-0.505,
-# recall 0.524-0.780. The floors below (0.15, 0.35) are under half the lowest seed's IoU and
-# still 4x chance.
+# recall 0.524-0.780; with hard negatives mined after the first third of the steps (the recipe
+# now), over seeds 0-5 and 7: IoU 0.329-0.501, recall 0.486-0.801 (mined from the first step,
+# seed 3 stayed marking every pixel: IoU 0.068). The floors below (0.15, 0.35) are under half
+# the lowest seed's IoU and still 4x chance.
 SHORT = dict(scenes=300, steps=150, val_scenes=60)
 IOU_FLOOR = 0.15
 RECALL_FLOOR = 0.35
@@ -385,6 +387,16 @@ def test_training_refuses_unknown_families(capsys, tmp_path):
     assert train_main(["--exclude", "ruled,moon", "--out", str(tmp_path / "d.pt"), "--data-dir", str(DATA_DIR)]) == 2
     err = capsys.readouterr().err
     assert "unknown scene families ['moon']" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d.pt").exists()
+
+
+@pytest.mark.parametrize("args", [["--hard-negatives", "-1"], ["--mine-after", "1.5"]])
+def test_training_refuses_a_loss_it_cannot_run(args, capsys, tmp_path):
+    from digitpipe.train.detector import main as train_main
+
+    assert train_main([*args, "--out", str(tmp_path / "d.pt"), "--data-dir", str(DATA_DIR)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --hard-negatives") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d.pt").exists()
 
 
