@@ -122,16 +122,16 @@ def test_digits_under_glare_are_read_with_faint_ink_lifted(mnist_test):
 def test_form_box_sides_thinner_than_the_writing_are_not_read(mnist_test):
     """Scenes of the form family (2-4 MNIST test digits in printed boxes): a box side left
     beside a digit reads as "1" unless ink far thinner than the writing is dropped
-    (FinderSettings.thin_share). Measured on these 240, on both backends: 214 read exactly,
-    212 with thin ink kept; 2 gained, none lost. The detector now leaves fewer box sides for
-    the rule: on the first 120, 108 and 107, where the detector before the mined loss read 106
-    and 102 (none lost)."""
+    (FinderSettings.thin_share). Measured on these 480, on both backends: 422 read exactly,
+    419 with thin ink kept; 3 gained, none lost. The detector now leaves fewer box sides for
+    the rule, so it takes this many: on the first 120, 108 and 107, where the detector before
+    the mined loss read 106 and 102 (none lost)."""
     from digitpipe.train.scenes import render_scene
 
-    form = drawn_numbers(240, 7, (2, 5), lambda tiles, rng: render_scene("form", tiles, rng), mnist_test)
+    form = drawn_numbers(480, 7, (2, 5), lambda tiles, rng: render_scene("form", tiles, rng), mnist_test)
     for backend, right in reads_right(form, thin_share=0).items():
         gained, lost = gained_and_lost(right)
-        assert right[:, 0].mean() >= 0.85 and gained > lost, (backend, right.mean(axis=0), gained, lost)
+        assert right[:, 0].mean() >= 0.85 and gained >= 2 and lost <= 1, (backend, right.mean(axis=0), gained, lost)
 
 
 def test_wide_ink_is_cut_only_when_the_classifier_doubts_it_whole(mnist_test, monkeypatch):

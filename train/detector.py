@@ -52,7 +52,7 @@ class DetectorConfig:
     local_paper: bool = True
     # Hard negatives mined in the loss, as DB's detector does: every ink pixel and the 3x as
     # many hardest non-ink pixels of the batch, so the blank paper that fills most of a scene
-    # stops diluting a desk's edge or a box's side (docs/detector.md, "Hard negatives"; 0
+    # stops diluting a desk's edge or a box's side (docs/detector.md, "Hard negatives in the loss"; 0
     # counts every pixel). Mining starts after the first third of the steps: from the first
     # step, marking every pixel is where a run can stay (a 150-step run at seed 3: IoU 0.07).
     hard_negatives: float = 3.0
@@ -185,10 +185,10 @@ def ink_loss(logits: torch.Tensor, ink: torch.Tensor, hard_negatives: float = 0.
         return F.binary_cross_entropy_with_logits(logits, ink, pos_weight=pos_weight)
     per_pixel = F.binary_cross_entropy_with_logits(logits, ink, pos_weight=pos_weight, reduction="none").flatten()
     positive = ink.flatten() > 0.5
+    n_ink = int(positive.sum())  # one read back from the device a step
     negatives = per_pixel[~positive]
-    k = min(negatives.numel(), max(1, int(hard_negatives * int(positive.sum()))))
-    hardest = negatives.topk(k).values
-    return (per_pixel[positive].sum() + hardest.sum()) / (int(positive.sum()) + k)
+    k = min(negatives.numel(), max(1, int(hard_negatives * n_ink)))
+    return (per_pixel[positive].sum() + negatives.topk(k).values.sum()) / (n_ink + k)
 
 
 def train_detector(cfg: DetectorConfig, log=print) -> tuple[nn.Module, DetectorResult]:
