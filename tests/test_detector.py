@@ -73,6 +73,20 @@ def test_the_export_is_verified_on_both_backends_and_says_what_it_is(detector):
     assert "IoU with the true digit ink" in path.with_suffix(".report.md").read_text()
 
 
+def test_throughput_is_timed_on_a_batch_sized_to_the_network(detector):
+    from digitpipe.export.report import THROUGHPUT_BATCH, THROUGHPUT_SECONDS, throughput_batch
+
+    _, report, _ = detector
+    for runtime, figures in report["latency"].items():
+        batch = figures["throughput_batch"]
+        assert batch == throughput_batch(figures["batch1_p50_ms"] / 1e3), runtime
+        assert figures["images_per_s"] > 0 and 32 <= batch <= THROUGHPUT_BATCH
+    # a digit tile keeps the whole batch; a frame ten times dearer than the time allows, a tenth
+    assert throughput_batch(0.1e-3) == THROUGHPUT_BATCH
+    assert throughput_batch(THROUGHPUT_SECONDS / 100) == 100
+    assert throughput_batch(10.0) == 32
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
 def test_the_mask_marks_the_digits_and_not_the_rules(detector, mnist_test, backend):
     """On held-out notebook pages, most of what it marks lies on digit ink, not on the rules."""
