@@ -209,7 +209,8 @@ def train_detector(cfg: DetectorConfig, log=print) -> tuple[nn.Module, DetectorR
         f"({100 * y.float().mean():.1f}% digit ink)" + (f", without {', '.join(cfg.exclude)}" if cfg.exclude else ""))
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = InkNet(cfg.local_paper).to(device)
+    # channels_last, as the classifier trains: a step 136-143 ms instead of 179-186 on two CPU cores
+    net = InkNet(cfg.local_paper).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     order = torch.Generator().manual_seed(cfg.seed)
@@ -217,7 +218,7 @@ def train_detector(cfg: DetectorConfig, log=print) -> tuple[nn.Module, DetectorR
     net.train()
     for step in range(cfg.steps):
         i = torch.randint(0, len(x), (cfg.batch_size,), generator=order)
-        xb, yb = to_input(x[i].to(device)), y[i].to(device).float()
+        xb, yb = to_input(x[i].to(device)).contiguous(memory_format=torch.channels_last), y[i].to(device).float()
         if torch.rand(1, generator=order).item() < 0.5:  # mirrored: digits are not, the scene's structure is
             xb, yb = xb.flip(3), yb.flip(3)
         loss = ink_loss(net(xb), yb, cfg.hard_negatives if step >= cfg.mine_after * cfg.steps else 0.0)

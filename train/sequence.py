@@ -201,7 +201,8 @@ def train_sequence(cfg: SequenceConfig, log=print) -> tuple[nn.Module, SequenceR
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = SequenceNet(cfg.widths).to(device)
+    # channels_last, as the classifier trains: a step 47 ms instead of 72-83 on two CPU cores
+    net = SequenceNet(cfg.widths).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.15)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
