@@ -7,7 +7,8 @@ size and place, under uneven light. The pipeline, all at a bounded working resol
   with a morphological top-hat (uneven light and shadows) -> Otsu threshold with a floor
   -> connected components -> pieces of one digit merged by horizontal overlap; groups far
   thinner than the page's writing (printed box sides) and filled blobs dropped, and with an
-  ink detector's mark, groups whose ink runs on beyond it (part of a pen or a drawing); wide ink
+  ink detector's mark, a pen running on from a group beyond it erased from the group, and
+  groups whose ink runs on beyond it (part of a pen or a drawing) dropped; wide ink
   offered whole and cut at thin ink columns into every plausible run of digits (the reader
   keeps the cut the classifier is surest of, choose_readings) -> each digit masked,
   contrast-stretched and normalised into a tile, left to right.
@@ -15,6 +16,7 @@ size and place, under uneven light. The pipeline, all at a bounded working resol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -72,6 +74,10 @@ class FinderSettings:
     # bridge x the image's longer side is read with them (_bridges; 0: off): the mark has holes
     # where it is unsure, and one stroke across a hole is one thing, read whole or not at all.
     bridge: float = 0.06
+    # ...and a straight pen-wide stroke that runs on from a group beyond the mark (a pen lying
+    # on the page, touching or across the writing) is erased from the group along its line
+    # before run_on judges it (_pen_line; docs/detector.md: "What the desk loses, by cause").
+    erase_pens: bool = True
     fill: int = 20  # MNIST: the digit fits in a fill x fill box...
     tile: int = 28  # ...centred by mass in a tile x tile image
 
@@ -205,9 +211,8 @@ def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
         pen = float(np.median(widths[widths >= 0.5 * widths.max()]))  # the writing's, however many lines there are
         kept = [w >= settings.thin_share * pen for w in widths]
         masks, widths = [m for m, k in zip(masks, kept) if k], [w for w, k in zip(widths, kept) if k]
-    if ink_mask is not None and settings.run_on > 0:
-        masks = [(xy, m) for (xy, m), width in zip(masks, widths)
-                 if not _runs_on(work, dark, region, (ox, oy), xy, m, width, settings.run_on)]
+    if ink_mask is not None and (settings.erase_pens or settings.run_on > 0):
+        masks = _beyond_the_mark(work, dark, region, (ox, oy), masks, widths, settings)
     return Page(settings, scale, (ox, oy), ink, thresh_map, masks, min_h)
 
 
@@ -378,6 +383,24 @@ RUN_ON_EDGE = 2  # pixels around the group that are its own blurred edge
 RUN_ON_DARK = 0.85  # at least this far from the paper's level toward the group's ink (shadowed paper is not)
 RUN_ON_THIN = 0.7  # at least this x the group's stroke width wide (printed rules and box sides are thinner)...
 RUN_ON_BROAD = 3.0  # ...and less than this (broader: a dark shadow, a filled area)
+# A pen running on from a group (_pen_line) is erased from it, PEN_MARGIN pixels past its half
+# width; a group with less than PEN_KEEP of its ink left was the pen and is dropped.
+PEN_LENGTH = 2.5
+PEN_STRAIGHT = 0.6
+PEN_MARGIN = 1.5
+PEN_KEEP = 0.4
+
+
+class Pen(NamedTuple):
+    """A pen's line in work pixels (_pen_line): direction, a point on it, half its width; the
+    pen lies on the side `side` (1 or -1, along the direction) of `end`, measured along it."""
+    vx: float
+    vy: float
+    x: float
+    y: float
+    half: float
+    end: float
+    side: int
 
 
 def _median_u8(values: np.ndarray) -> float:
@@ -386,16 +409,38 @@ def _median_u8(values: np.ndarray) -> float:
     return float(np.searchsorted(counts, (counts[-1] + 1) // 2))
 
 
-def _runs_on(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int, int], xy: tuple[int, int],
-             mask: np.ndarray, stroke: float, share: float) -> bool:
-    """True when a group's ink runs on beyond the detector's mark: the ink joined to it outside
-    the region the finder reads (region, at offset in work), as dark as the group's own ink and
-    of a pen stroke's width, is more than `share` x the group's ink. A digit's ink ends inside
-    its mark; what the detector marks only a part of (a horse's leg, the arc of a drawn face, a
-    pen across the page) runs on. xy: the group's place in the region's crop."""
+def _beyond_the_mark(work: np.ndarray, dark: bool, region: np.ndarray, origin: tuple[int, int], masks: list,
+                     widths: list, settings: FinderSettings) -> list:
+    """The groups (masks, with their stroke widths) judged by the ink they run on into beyond
+    the detector's mark: a pen running on from one is erased from it (erase_pens: _pen_line,
+    _without_pen), and a group that still runs on, the pen counted, is dropped (run_on:
+    _runs_on; not counting the pen kept more letters that read as digits, docs/detector.md)."""
+    kept = []
+    for (xy, m), width in zip(masks, widths):
+        window = _window(work, dark, region, origin, xy, m)
+        if window is not None and settings.erase_pens:
+            pen = _pen_line(window, width)
+            if pen is not None:
+                rest = _without_pen(xy, m, pen, origin)
+                if rest is None:
+                    continue  # the group was the pen
+                xy, m = rest
+                window = _window(work, dark, region, origin, xy, m)
+        if window is not None and settings.run_on > 0 and _runs_on(window, width, settings.run_on):
+            continue
+        kept.append((xy, m))
+    return kept
+
+
+def _window(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int, int], xy: tuple[int, int],
+            mask: np.ndarray):
+    """The group and half as much again around it, where its ink may run on (_runs_on, _pen_line):
+    ((x, y) of the window in work; the group's own ink; ink as dark as the group's, its own
+    included; what lies outside the region and beyond the group's blurred edge), bool each, or
+    None when the group ends within the mark."""
     h, w = mask.shape
     gx, gy = xy[0] + offset[0], xy[1] + offset[1]
-    side = max(h, w) // 2  # the window: the group and half as much again around it
+    side = max(h, w) // 2
     x0, y0 = max(0, gx - side), max(0, gy - side)
     x1, y1 = min(work.shape[1], gx + w + side), min(work.shape[0], gy + h + side)
     own = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -407,7 +452,7 @@ def _runs_on(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int
     inside[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0] = region[ry0 - offset[1] : ry1 - offset[1],
                                                               rx0 - offset[0] : rx1 - offset[0]]
     if not (edge & ~inside).any():
-        return False  # the group ends within the mark (a shortcut; the same figures measured with and without it)
+        return None
     bright = work[y0:y1, x0:x1]
     bright = cv2.bitwise_not(bright) if dark else bright  # ink brighter than its paper
     ours = own.astype(bool)
@@ -417,7 +462,79 @@ def _runs_on(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int
     # A group fainter than what surrounds it in the mark gets a level just above its own ink:
     # the darker surroundings count as its ink, and it runs on into them.
     inked = (bright > paper + RUN_ON_DARK * (ink - paper)) | ours
-    away = ~inside & ~edge
+    return (x0, y0), ours, inked, ~inside & ~edge
+
+
+def _pen_line(window, stroke: float) -> Pen | None:
+    """A straight stroke that runs on from a group beyond the detector's mark, as a pen lying on
+    the page does from the digit it touches or crosses (its end where it leaves the group), or
+    None. Straight: of the largest piece of what runs on (as wide as a pen stroke: _runs_on's
+    opening), 95% lies within PEN_STRAIGHT x its width of the line fitted to it, and it is at
+    least PEN_LENGTH x the group's stroke width long. window: the group's (_window)."""
+    (x0, y0), ours, inked, away = window
+    if np.count_nonzero(inked & away) < PEN_LENGTH * stroke * stroke:
+        return None  # too little out there to be a pen's length
+    count, labels = cv2.connectedComponents(inked.astype(np.uint8), connectivity=8)
+    joined = np.zeros(count, bool)
+    joined[labels[ours]] = True
+    joined[0] = False
+    beyond = (joined[labels] & away).astype(np.uint8)
+    if np.count_nonzero(beyond) < RUN_ON_THIN * PEN_LENGTH * stroke * stroke:
+        return None  # less than the least pen: PEN_LENGTH long, RUN_ON_THIN wide
+    thin = max(2, round(RUN_ON_THIN * stroke))
+    bx, by, bw, bh = cv2.boundingRect(beyond)  # only where it runs on, with room around it
+    bx, by = max(0, bx - thin), max(0, by - thin)
+    beyond = beyond[by : by + bh + 2 * thin, bx : bx + bw + 2 * thin]
+    beyond = cv2.morphologyEx(beyond, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (thin, thin)))
+    n, pieces, stats, _ = cv2.connectedComponentsWithStats(beyond, connectivity=8)
+    if n <= 1:
+        return None
+    ys, xs = np.nonzero(pieces == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])))
+    xs, ys = xs + bx, ys + by
+    vx, vy, lx, ly = (float(v) for v in cv2.fitLine(np.stack([xs, ys], 1).astype(np.float32), cv2.DIST_L2, 0, 0.01, 0.01).ravel())
+    along = (xs - lx) * vx + (ys - ly) * vy
+    across = np.abs((xs - lx) * vy - (ys - ly) * vx)
+    length = float(along.max() - along.min()) + 1
+    width = xs.size / length
+    if length < PEN_LENGTH * stroke or np.percentile(across, 95) > max(1.5, PEN_STRAIGHT * width):
+        return None
+    gy, gx = np.nonzero(ours)
+    side = 1 if along.mean() > float(((gx - lx) * vx + (gy - ly) * vy).mean()) else -1
+    return Pen(vx, vy, lx + x0, ly + y0, width / 2, float(along.min() if side > 0 else along.max()), side)
+
+
+def _without_pen(xy: tuple[int, int], mask: np.ndarray, pen: Pen, origin: tuple[int, int]):
+    """A group with a pen (_pen_line) erased, followed into the group to its tip: ((x, y), mask)
+    cropped to what is left, or None when less than PEN_KEEP of the group's ink is
+    left (the group was the pen). Followed: from where it leaves the group, inward along its
+    line while at least half of its width is ink; past the tip the digit's strokes stay. origin:
+    where the group's crop lies in work."""
+    ys, xs = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    dx, dy = xs + xy[0] + origin[0] - pen.x, ys + xy[1] + origin[1] - pen.y
+    along, across = dx * pen.vx + dy * pen.vy, np.abs(dx * pen.vy - dy * pen.vx)
+    on = mask & (across <= pen.half)
+    steps = np.floor((along[on] - pen.end) * pen.side).astype(np.int64)  # 0 at its end, negative inward
+    inward = np.bincount(-steps[steps < 0] - 1) if (steps < 0).any() else np.zeros(0, np.int64)
+    full = inward >= pen.half  # at least half of its width 2 x half
+    start = int(np.argmax(full)) if full.any() else 0  # past the group's blurred edge, where it leaves the mark
+    thin = np.flatnonzero(~full[start:])
+    tip = start + (int(thin[0]) if thin.size else full.size - start)
+    end = pen.end - pen.side * tip
+    kept = mask & ((across > pen.half + PEN_MARGIN) | ((along - end) * pen.side < -PEN_MARGIN))
+    if kept.sum() < PEN_KEEP * mask.sum():
+        return None
+    rows, cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
+    return (xy[0] + int(cols[0]), xy[1] + int(rows[0])), kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _runs_on(window, stroke: float, share: float) -> bool:
+    """True when a group's ink runs on beyond the detector's mark: the ink joined to it outside
+    the region the finder reads, as dark as the group's own ink and of a pen stroke's width, is
+    more than `share` x the group's ink. A digit's ink ends inside its mark; what the detector
+    marks only a part of (a horse's leg, the arc of a drawn face, a pen across the page) runs
+    on. window: the group's (_window); a group that ends within the mark has none, and is kept
+    (a shortcut; the same figures measured with and without it)."""
+    _, ours, inked, away = window
     limit = share * int(ours.sum())
     if np.count_nonzero(inked & away) <= limit:
         return False  # too little ink out there to run on, joined to the group or not
