@@ -383,8 +383,10 @@ RUN_ON_EDGE = 2  # pixels around the group that are its own blurred edge
 RUN_ON_DARK = 0.85  # at least this far from the paper's level toward the group's ink (shadowed paper is not)
 RUN_ON_THIN = 0.7  # at least this x the group's stroke width wide (printed rules and box sides are thinner)...
 RUN_ON_BROAD = 3.0  # ...and less than this (broader: a dark shadow, a filled area)
-# A pen running on from a group (_pen_line) is erased from it, PEN_MARGIN pixels past its half
-# width; a group with less than PEN_KEEP of its ink left was the pen and is dropped.
+# A pen running on from a group (_pen_line): at least PEN_LENGTH x the group's stroke width
+# long, 95% of it within PEN_STRAIGHT x its width of its line. It is erased from the group,
+# PEN_MARGIN pixels past its half width; a group with less than PEN_KEEP of its ink left was
+# the pen and is dropped.
 PEN_LENGTH = 2.5
 PEN_STRAIGHT = 0.6
 PEN_MARGIN = 1.5
