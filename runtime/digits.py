@@ -16,6 +16,7 @@ size and place, under uneven light. The pipeline, all at a bounded working resol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
 import cv2
@@ -434,12 +435,34 @@ def _beyond_the_mark(work: np.ndarray, dark: bool, region: np.ndarray, origin: t
     return kept
 
 
+@dataclass
+class Window:
+    """The group and half as much again around it, where its ink may run on (_runs_on, _pen_line)."""
+    origin: tuple[int, int]  # (x, y) of the window in work
+    ours: np.ndarray  # the group's own ink, bool
+    inked: np.ndarray  # ink as dark as the group's, its own included, bool
+    away: np.ndarray  # outside the region and beyond the group's blurred edge, bool
+
+    @cached_property
+    def out_there(self) -> int:
+        """How much ink lies away from the group, joined to it or not."""
+        return int(np.count_nonzero(self.inked & self.away))
+
+    @cached_property
+    def beyond(self) -> np.ndarray:
+        """What runs on: the ink joined to the group that lies away from it, uint8; found once
+        for both checks."""
+        _, labels = cv2.connectedComponents(self.inked.astype(np.uint8), connectivity=8)
+        mine = np.unique(labels[self.ours])  # one label or a few: compared, not looked up, is faster
+        joined = labels == mine[0]
+        for label in mine[1:]:
+            joined |= labels == label
+        return (joined & self.away).astype(np.uint8)
+
+
 def _window(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int, int], xy: tuple[int, int],
-            mask: np.ndarray):
-    """The group and half as much again around it, where its ink may run on (_runs_on, _pen_line):
-    ((x, y) of the window in work; the group's own ink; ink as dark as the group's, its own
-    included; what lies outside the region and beyond the group's blurred edge), bool each, or
-    None when the group ends within the mark."""
+            mask: np.ndarray) -> Window | None:
+    """The group's Window, or None when the group ends within the mark."""
     h, w = mask.shape
     gx, gy = xy[0] + offset[0], xy[1] + offset[1]
     side = max(h, w) // 2
@@ -464,23 +487,18 @@ def _window(work: np.ndarray, dark: bool, region: np.ndarray, offset: tuple[int,
     # A group fainter than what surrounds it in the mark gets a level just above its own ink:
     # the darker surroundings count as its ink, and it runs on into them.
     inked = (bright > paper + RUN_ON_DARK * (ink - paper)) | ours
-    return (x0, y0), ours, inked, ~inside & ~edge
+    return Window((x0, y0), ours, inked, ~inside & ~edge)
 
 
-def _pen_line(window, stroke: float) -> Pen | None:
+def _pen_line(window: Window, stroke: float) -> Pen | None:
     """A straight stroke that runs on from a group beyond the detector's mark, as a pen lying on
     the page does from the digit it touches or crosses (its end where it leaves the group), or
     None. Straight: of the largest piece of what runs on (as wide as a pen stroke: _runs_on's
     opening), 95% lies within PEN_STRAIGHT x its width of the line fitted to it, and it is at
     least PEN_LENGTH x the group's stroke width long. window: the group's (_window)."""
-    (x0, y0), ours, inked, away = window
-    if np.count_nonzero(inked & away) < PEN_LENGTH * stroke * stroke:
+    if window.out_there < PEN_LENGTH * stroke * stroke:
         return None  # too little out there to be a pen's length
-    count, labels = cv2.connectedComponents(inked.astype(np.uint8), connectivity=8)
-    joined = np.zeros(count, bool)
-    joined[labels[ours]] = True
-    joined[0] = False
-    beyond = (joined[labels] & away).astype(np.uint8)
+    beyond = window.beyond
     if np.count_nonzero(beyond) < RUN_ON_THIN * PEN_LENGTH * stroke * stroke:
         return None  # less than the least pen: PEN_LENGTH long, RUN_ON_THIN wide
     thin = max(2, round(RUN_ON_THIN * stroke))
@@ -500,8 +518,9 @@ def _pen_line(window, stroke: float) -> Pen | None:
     width = xs.size / length
     if length < PEN_LENGTH * stroke or np.percentile(across, 95) > max(1.5, PEN_STRAIGHT * width):
         return None
-    gy, gx = np.nonzero(ours)
+    gy, gx = np.nonzero(window.ours)
     side = 1 if along.mean() > float(((gx - lx) * vx + (gy - ly) * vy).mean()) else -1
+    x0, y0 = window.origin
     return Pen(vx, vy, lx + x0, ly + y0, width / 2, float(along.min() if side > 0 else along.max()), side)
 
 
@@ -516,7 +535,7 @@ def _without_pen(xy: tuple[int, int], mask: np.ndarray, pen: Pen, origin: tuple[
     along, across = dx * pen.vx + dy * pen.vy, np.abs(dx * pen.vy - dy * pen.vx)
     on = mask & (across <= pen.half)
     steps = np.floor((along[on] - pen.end) * pen.side).astype(np.int64)  # 0 at its end, negative inward
-    inward = np.bincount(-steps[steps < 0] - 1) if (steps < 0).any() else np.zeros(0, np.int64)
+    inward = np.bincount(-steps[steps < 0] - 1)
     full = inward >= pen.half  # at least half of its width 2 x half
     start = int(np.argmax(full)) if full.any() else 0  # past the group's blurred edge, where it leaves the mark
     thin = np.flatnonzero(~full[start:])
@@ -529,23 +548,17 @@ def _without_pen(xy: tuple[int, int], mask: np.ndarray, pen: Pen, origin: tuple[
     return (xy[0] + int(cols[0]), xy[1] + int(rows[0])), kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def _runs_on(window, stroke: float, share: float) -> bool:
+def _runs_on(window: Window, stroke: float, share: float) -> bool:
     """True when a group's ink runs on beyond the detector's mark: the ink joined to it outside
     the region the finder reads, as dark as the group's own ink and of a pen stroke's width, is
     more than `share` x the group's ink. A digit's ink ends inside its mark; what the detector
     marks only a part of (a horse's leg, the arc of a drawn face, a pen across the page) runs
     on. window: the group's (_window); a group that ends within the mark has none, and is kept
     (a shortcut; the same figures measured with and without it)."""
-    _, ours, inked, away = window
-    limit = share * int(ours.sum())
-    if np.count_nonzero(inked & away) <= limit:
+    limit = share * int(window.ours.sum())
+    if window.out_there <= limit:
         return False  # too little ink out there to run on, joined to the group or not
-    _, labels = cv2.connectedComponents(inked.astype(np.uint8), connectivity=8)
-    mine = np.unique(labels[ours])  # one label or a few: compared, not looked up, is faster
-    joined = labels == mine[0]
-    for label in mine[1:]:
-        joined |= labels == label
-    beyond = (joined & away).astype(np.uint8)
+    beyond = window.beyond
     if int(beyond.sum()) <= limit:
         return False  # what follows only takes away: too little runs on already
     thin = max(2, round(RUN_ON_THIN * stroke))
