@@ -130,6 +130,10 @@ def photo_view(photo: np.ndarray, rng: np.random.Generator, side: int = 640, cro
     return cv2.imdecode(jpg, cv2.IMREAD_COLOR)
 
 
+DRAWN = ("mnist", "uci", "printed", "numbers", "touching", "blank", "not-digits")  # drawn one of each per step
+KINDS = (*DRAWN, "faces", "photos", *(f"scene:{f}" for f in FAMILIES), *(f"beyond:{b}" for b in BEYOND))
+
+
 def wild_set(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, str]]]:
     from sklearn.datasets import load_digits
 
@@ -140,7 +144,7 @@ def wild_set(count: int, seed: int = 2026) -> dict[str, list[tuple[np.ndarray, s
     uci = load_digits()
     uci_tiles = np.clip(uci.images * 16, 0, 255).astype(np.uint8)
     ttf = sorted(glob.glob("/usr/share/fonts/truetype/*/*.ttf"))[:12]
-    sets: dict[str, list] = {k: [] for k in ("mnist", "uci", "printed", "numbers", "touching", "blank", "not-digits")}
+    sets: dict[str, list] = {k: [] for k in DRAWN}
     for _ in range(count):
         i = int(rng.integers(len(images)))
         sets["mnist"].append((degrade(render_photo([images[i]], rng), rng), str(labels[i])))
@@ -281,6 +285,8 @@ def main(argv=None) -> int:
     p.add_argument("--sequence", default="auto", metavar="ONNX|auto|none",
                    help="sequence reader of touching digits, as run-digit's --sequence: auto uses sequence.onnx beside --model")
     args = p.parse_args(argv)
+    if not any(k.startswith(args.only) for k in KINDS):
+        p.error(f"--only {args.only!r} names no kind; the kinds are {', '.join(KINDS)}")
     from digitpipe.runtime.detector import detector_path
     from digitpipe.runtime.sequence import sequence_path
 

@@ -89,6 +89,19 @@ def test_each_kind_reports_the_interval_of_its_default_rate(stand_in_model, mnis
     assert row["interval"][0] <= row["exact@0.55"] <= row["interval"][1]
 
 
+def test_an_only_that_names_no_kind_is_a_usage_error(capsys, mnist_test):
+    from bench.wild import KINDS, beyond_sets, main, scene_sets
+
+    # KINDS, which --only is checked against, are the kinds the set draws.
+    drawn = [*scene_sets(1, tiles=mnist_test), *beyond_sets(1, tiles=mnist_test)]
+    assert [k for k in KINDS if ":" in k] == drawn and "not-digits" in KINDS
+    with pytest.raises(SystemExit) as stop:
+        main(["--only", "letters"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m bench.wild: error: --only 'letters' names no kind") and "not-digits" in err[-1]
+
+
 def test_the_beyond_kinds_lie_past_the_families_range(mnist_test):
     """bench.wild's "beyond:<name>" kinds: the same draw, past what any scene family draws."""
     from bench.wild import BEYOND, beyond_sets
