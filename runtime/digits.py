@@ -79,6 +79,10 @@ class FinderSettings:
     # on the page, touching or across the writing) is erased from the group along its line
     # before run_on judges it (_pen_line; docs/detector.md: "What the desk loses, by cause").
     erase_pens: bool = True
+    # ...and a straight bar at least erase_bars x the page's median group height long, inside
+    # a group, is erased from it: a pen the detector marked with the writing it lies across
+    # (_without_bars; 0: off; docs/detector.md, "A bar across the writing is erased").
+    erase_bars: float = 1.5
     fill: int = 20  # MNIST: the digit fits in a fill x fill box...
     tile: int = 28  # ...centred by mass in a tile x tile image
 
@@ -212,6 +216,8 @@ def find_ink(image: np.ndarray, settings: FinderSettings = FinderSettings(),
         pen = float(np.median(widths[widths >= 0.5 * widths.max()]))  # the writing's, however many lines there are
         kept = [w >= settings.thin_share * pen for w in widths]
         masks, widths = [m for m, k in zip(masks, kept) if k], [w for w, k in zip(widths, kept) if k]
+    if ink_mask is not None and settings.erase_bars > 0 and masks:
+        masks, widths = _without_bars(masks, widths, settings.erase_bars)
     if ink_mask is not None and (settings.erase_pens or settings.run_on > 0):
         masks = _beyond_the_mark(work, dark, region, (ox, oy), masks, widths, settings)
     return Page(settings, scale, (ox, oy), ink, thresh_map, masks, min_h)
@@ -546,6 +552,86 @@ def _without_pen(xy: tuple[int, int], mask: np.ndarray, pen: Pen, origin: tuple[
         return None
     rows, cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
     return (xy[0] + int(cols[0]), xy[1] + int(rows[0])), kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+# A straight bar inside a group (_bar): at least erase_bars x the page's median group height
+# and BAR_LEAST x the group's stroke width long, found by a probabilistic Hough transform
+# whose segments may have gaps of BAR_GAP pixels. Erased where it is at least half its width
+# of ink, except where a stroke crosses it (ink within BAR_CROSS pixels beyond its edges, and
+# BAR_CROSS_SPAN steps either side); what is erased must span BAR_SPAN x that length (a
+# digit's straight stroke that lines up with its neighbour's is cut up by their strokes).
+BAR_LEAST = 6.0
+BAR_GAP = 2
+BAR_CROSS = 3
+BAR_CROSS_SPAN = 1
+BAR_SPAN = 0.45
+BAR_KEEP = 0.2  # a digit crossed by a long pen may keep only a third of the group
+
+
+def _without_bars(masks: list, widths: list, length: float) -> tuple[list, list]:
+    """The groups (masks, with their stroke widths) with each one's longest straight bar
+    erased (_bar): a pen lying across the writing that the detector marked with it. A group
+    left with less than BAR_KEEP of its ink was the bar and is dropped."""
+    height = float(np.median([m.shape[0] for _, m in masks]))
+    kept_masks, kept_widths = [], []
+    for (xy, m), width in zip(masks, widths):
+        erased = _bar(m, max(length * height, BAR_LEAST * width), width)
+        if erased is not None:
+            rest = m & ~erased
+            if rest.sum() < BAR_KEEP * m.sum():
+                continue  # the group was the bar
+            rows, cols = np.flatnonzero(rest.any(axis=1)), np.flatnonzero(rest.any(axis=0))
+            xy, m = (xy[0] + int(cols[0]), xy[1] + int(rows[0])), rest[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        kept_masks.append((xy, m))
+        kept_widths.append(width)
+    return kept_masks, kept_widths
+
+
+def _bar(mask: np.ndarray, reach: float, stroke: float) -> np.ndarray | None:
+    """The pixels of the longest straight bar at least `reach` long in a group's mask, to be
+    erased, or None: followed along its line while at least half its width is ink, less
+    where strokes cross it (see BAR_CROSS)."""
+    h, w = mask.shape
+    if h * h + w * w < reach * reach:
+        return None  # no room for it
+    lines = cv2.HoughLinesP(mask.astype(np.uint8), 1, np.pi / 90, int(0.8 * reach), minLineLength=reach,
+                            maxLineGap=BAR_GAP)
+    if lines is None or lines.size == 0:
+        return None
+    x1, y1, x2, y2 = (float(v) for v in max(lines.reshape(-1, 4), key=lambda l: (l[2] - l[0]) ** 2 + (l[3] - l[1]) ** 2))
+    span = float(np.hypot(x2 - x1, y2 - y1))
+    vx, vy = (x2 - x1) / span, (y2 - y1) / span
+    ys, xs = np.mgrid[0:h, 0:w]
+    dx, dy = xs - x1, ys - y1
+    along, across = dx * vx + dy * vy, np.abs(dx * vy - dy * vx)
+    # The segment may run along one side of a broad bar: its line is fitted to the ink near it.
+    near = mask & (across <= stroke) & (along >= 0) & (along <= span)
+    vx, vy, cx, cy = (float(v) for v in cv2.fitLine(np.stack([xs[near], ys[near]], 1).astype(np.float32),
+                                                     cv2.DIST_L2, 0, 0.01, 0.01).ravel())
+    x1, y1 = cx + ((x1 - cx) * vx + (y1 - cy) * vy) * vx, cy + ((x1 - cx) * vx + (y1 - cy) * vy) * vy
+    dx, dy = xs - x1, ys - y1
+    along, across = dx * vx + dy * vy, np.abs(dx * vy - dy * vx)
+    if (x2 - x1) * vx + (y2 - y1) * vy < 0:
+        along = -along  # the segment's direction, start to end
+    step = np.floor(along).astype(np.int64)  # steps along the line, 0 at the segment's start
+    first = int(step.min())
+    counts = np.bincount(step[mask & (across <= stroke)] - first, minlength=int(step.max()) - first + 1)
+    bar = float(np.median(counts[-first : -first + int(span)]))  # its width, within the segment
+    full = counts >= 0.5 * bar
+    start, end = -first, -first + int(span) - 1
+    while start > 0 and full[start - 1]:
+        start -= 1
+    while end < counts.size - 1 and full[end + 1]:
+        end += 1
+    edge = bar / 2 + PEN_MARGIN
+    on = (across <= edge) & (step - first >= start - PEN_MARGIN) & (step - first <= end + PEN_MARGIN)
+    crossed = np.zeros(counts.size, bool)
+    crossed[step[mask & (across > edge) & (across <= edge + BAR_CROSS)] - first] = True
+    crossed = np.convolve(crossed, np.ones(2 * BAR_CROSS_SPAN + 1), "same") > 0
+    erased = mask & on & ~crossed[step - first]
+    if np.unique(step[erased]).size < BAR_SPAN * reach:
+        return None
+    return erased
 
 
 def _runs_on(window: Window, stroke: float, share: float) -> bool:
