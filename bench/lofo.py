@@ -54,13 +54,18 @@ def main(argv=None) -> int:
                    help="sequence reader of touching digits, as run-digit's --sequence (the sequence reader does "
                         "not learn the scene families: it reads the ink the detector left)")
     args = p.parse_args(argv)
+    families = [f for f in args.families.split(",") if f]
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown or not families:
+        p.error(f"--families {args.families!r}: {'unknown ' + ', '.join(unknown) if unknown else 'none named'}; "
+                f"the families are {', '.join(FAMILIES)}")
     from digitpipe.runtime.sequence import sequence_path
 
     sequence = sequence_path(args.sequence, args.model)
     t = time.perf_counter()
     sets = scene_sets(args.count, args.seed)
     results = {}
-    for family in [f for f in args.families.split(",") if f]:
+    for family in families:
         detector = detector_without(family, args.folder, args.data_dir, generic=args.generic,
                                     log=lambda *a: print(*a, file=sys.stderr, flush=True))
         row = evaluate(args.model, args.count, only=f"scene:{family}", detector=str(detector), sets=sets,

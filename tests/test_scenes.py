@@ -100,6 +100,15 @@ def test_an_only_that_names_no_kind_is_a_usage_error(capsys, mnist_test):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("python -m bench.wild: error: --only 'letters' names no kind") and "not-digits" in err[-1]
+    # bench.lofo's families alike, before any set is drawn or detector trained
+    from bench.lofo import main as lofo_main
+
+    for families in ("desk,paper", ","):
+        with pytest.raises(SystemExit) as stop:
+            lofo_main(["--families", families])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith(f"python -m bench.lofo: error: --families {families!r}") and "ruled" in err, err
 
 
 def test_the_beyond_kinds_lie_past_the_families_range(mnist_test):
