@@ -617,6 +617,8 @@ def _bar(mask: np.ndarray, reach: float, stroke: float) -> np.ndarray | None:
     first = int(step.min())
     counts = np.bincount(step[mask & (across <= stroke)] - first, minlength=int(step.max()) - first + 1)
     bar = float(np.median(counts[-first : -first + int(span)]))  # its width, within the segment
+    if bar <= 0:
+        return None  # no ink along most of the segment: no bar
     full = counts >= 0.5 * bar
     start, end = -first, -first + int(span) - 1
     while start > 0 and full[start - 1]:
