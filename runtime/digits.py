@@ -7,8 +7,9 @@ size and place, under uneven light. The pipeline, all at a bounded working resol
   with a morphological top-hat (uneven light and shadows) -> Otsu threshold with a floor
   -> connected components -> pieces of one digit merged by horizontal overlap; groups far
   thinner than the page's writing (printed box sides) and filled blobs dropped, and with an
-  ink detector's mark, a pen running on from a group beyond it erased from the group, and
-  groups whose ink runs on beyond it (part of a pen or a drawing) dropped; wide ink
+  ink detector's mark, a straight bar inside a group (a pen it marked with the writing) and
+  a pen running on from a group beyond it erased from the group, and groups whose ink runs
+  on beyond it (part of a pen or a drawing) dropped; wide ink
   offered whole and cut at thin ink columns into every plausible run of digits (the reader
   keeps the cut the classifier is surest of, choose_readings) -> each digit masked,
   contrast-stretched and normalised into a tile, left to right.
@@ -550,8 +551,13 @@ def _without_pen(xy: tuple[int, int], mask: np.ndarray, pen: Pen, origin: tuple[
     kept = mask & ((across > pen.half + PEN_MARGIN) | ((along - end) * pen.side < -PEN_MARGIN))
     if kept.sum() < PEN_KEEP * mask.sum():
         return None
-    rows, cols = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
-    return (xy[0] + int(cols[0]), xy[1] + int(rows[0])), kept[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return _cropped(xy, kept)
+
+
+def _cropped(xy: tuple[int, int], mask: np.ndarray) -> tuple[tuple[int, int], np.ndarray]:
+    """A group's mask (at xy) cropped to its ink, with its new place."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return (xy[0] + int(cols[0]), xy[1] + int(rows[0])), mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 # A straight bar inside a group (_bar): at least erase_bars x the page's median group height
@@ -580,8 +586,7 @@ def _without_bars(masks: list, widths: list, length: float) -> tuple[list, list]
             rest = m & ~erased
             if rest.sum() < BAR_KEEP * m.sum():
                 continue  # the group was the bar
-            rows, cols = np.flatnonzero(rest.any(axis=1)), np.flatnonzero(rest.any(axis=0))
-            xy, m = (xy[0] + int(cols[0]), xy[1] + int(rows[0])), rest[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            xy, m = _cropped(xy, rest)
         kept_masks.append((xy, m))
         kept_widths.append(width)
     return kept_masks, kept_widths

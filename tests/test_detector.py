@@ -567,6 +567,16 @@ def test_ink_that_runs_on_beyond_the_mark_is_no_digit(mnist_test):
         assert len(erased) == 2 and kept[0] in erased, erased  # the pen's end erased whole, the outline's side not straight
 
 
+def _pen_share(found, pen, ink=None) -> list[tuple[int, int]]:
+    """(pixels on the pen, pixels) of each group found (find_ink) on a 640x480 page; with ink
+    (the digits'), only the pen's pixels that are no digit's."""
+    work_size = (round(640 * found.scale), round(480 * found.scale))
+    work_pen = cv2.resize(pen & (1 - ink) if ink is not None else pen, work_size, interpolation=cv2.INTER_NEAREST) > 0
+    ox, oy = found.offset
+    return [(int((m & work_pen[oy + y : oy + y + m.shape[0], ox + x : ox + x + m.shape[1]]).sum()), int(m.sum()))
+            for (x, y), m in found.groups]
+
+
 def test_a_pen_touching_a_digit_is_erased_from_it(mnist_test):
     """A pen lying on the page with its tip in a digit: the detector marks the digit and the
     pen where it lies over it, not the rest of the pen. The pen runs on from the group in a
@@ -588,27 +598,15 @@ def test_a_pen_touching_a_digit_is_erased_from_it(mnist_test):
         photo = page.astype(np.uint8)
         for erase in (True, False):
             found = find_ink(photo, FinderSettings(erase_pens=erase, run_on=0), mark)
-            work_size = (round(640 * found.scale), round(480 * found.scale))
-            work_pen = cv2.resize(pen, work_size, interpolation=cv2.INTER_NEAREST)
-            ox, oy = found.offset
-            on_pen = [int((m & (work_pen[oy + y : oy + y + m.shape[0], ox + x : ox + x + m.shape[1]] > 0)).sum())
-                      for (x, y), m in found.groups]
-            sizes = [int(m.sum()) for _, m in found.groups]
+            shares = _pen_share(found, pen)
+            assert len(shares) == 1, shares
+            (on_pen, size), = shares
             if erase:  # the digit, without the pen (but for a few pixels of its blurred edge)
-                assert len(found.groups) == 1 and on_pen[0] <= 0.05 * sizes[0], (on_pen, sizes)
-                assert sizes[0] >= 0.6 * (cv2.resize(seen, work_size, interpolation=cv2.INTER_NEAREST) > 0).sum()
+                assert on_pen <= 0.05 * size, shares
+                work_size = (round(640 * found.scale), round(480 * found.scale))
+                assert size >= 0.6 * (cv2.resize(seen, work_size, interpolation=cv2.INTER_NEAREST) > 0).sum()
             else:
-                assert len(found.groups) == 1 and on_pen[0] > 0.1 * sizes[0], (on_pen, sizes)
-
-
-def _pen_share(found, pen, ink=None) -> list[tuple[int, int]]:
-    """(pixels on the pen, pixels) of each group found (find_ink) on a 640x480 page; with ink
-    (the digits'), only the pen's pixels that are no digit's."""
-    work_size = (round(640 * found.scale), round(480 * found.scale))
-    work_pen = cv2.resize(pen & (1 - ink) if ink is not None else pen, work_size, interpolation=cv2.INTER_NEAREST) > 0
-    ox, oy = found.offset
-    return [(int((m & work_pen[oy + y : oy + y + m.shape[0], ox + x : ox + x + m.shape[1]]).sum()), int(m.sum()))
-            for (x, y), m in found.groups]
+                assert on_pen > 0.1 * size, shares
 
 
 def test_a_pen_across_a_digit_marked_with_it_is_erased(mnist_test):

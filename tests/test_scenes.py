@@ -100,7 +100,10 @@ def test_an_only_that_names_no_kind_is_a_usage_error(capsys, mnist_test):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("python -m bench.wild: error: --only 'letters' names no kind") and "not-digits" in err[-1]
-    # bench.lofo's families alike, before any set is drawn or detector trained
+
+
+def test_families_that_name_no_family_are_a_usage_error(capsys):
+    """bench.lofo says so before any set is drawn or detector trained."""
     from bench.lofo import main as lofo_main
 
     for families in ("desk,paper", ","):
